@@ -1,0 +1,230 @@
+"""A trained model as a folder that needs nothing else: weights, metadata, gallery.
+
+Layout (in the spirit of MONAI bundles)::
+
+    bundle/
+      bundle.json          architecture, classes, input size, normalisation, temperature,
+                           training settings, data source and split hash, metrics
+      model.safetensors    weights (safe to load: no pickle)
+      gallery/             embeddings and thumbnails of the training cells (optional)
+
+Saving writes a sibling temporary folder and renames it into place, so a crash never
+leaves half a bundle behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from xcyto import __version__
+from xcyto.errors import BundleError, ModelError
+from xcyto.models import CellClassifier, create, get_spec
+
+FORMAT = "xcyto-bundle"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "bundle.json"
+GALLERY_DIR = "gallery"
+REQUIRED_KEYS = ("architecture", "classes", "input_size", "mean", "std")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2, default=_json_default)
+        stream.write("\n")
+    os.replace(temporary, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@dataclass
+class Bundle:
+    """A model and everything needed to use it: classes, preprocessing, calibration.
+
+    ``config`` is the content of ``bundle.json``; the properties below read from it.
+    """
+
+    model: CellClassifier
+    config: dict
+    path: Path | None = None
+    _weights_sha256: str | None = field(default=None, repr=False)
+
+    # -- what the bundle describes ------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def architecture(self) -> str:
+        return self.config["architecture"]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.config.get("temperature", 1.0))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or (self.path.name if self.path else self.architecture)
+
+    @property
+    def sha256(self) -> str | None:
+        """Hash of the weights file: names exactly which model produced a result."""
+        return self._weights_sha256
+
+    @property
+    def gallery_dir(self) -> Path | None:
+        return self.path / GALLERY_DIR if self.path else None
+
+    # -- using it -----------------------------------------------------------------
+    def transform(self):
+        """The evaluation transform (numpy RGB uint8 -> normalised CHW tensor)."""
+        from xcyto.data.transforms import eval_transform
+
+        return eval_transform(
+            size=self.input_size,
+            mean=tuple(self.config["mean"]),
+            std=tuple(self.config["std"]),
+            pad_to_square=bool(self.config.get("pad_to_square", True)),
+            preprocessing=self.config.get("preprocessing", "none"),
+        )
+
+    def preprocess(self, images) -> torch.Tensor:
+        """Images (paths, PIL, arrays, or a list of them) -> a normalised ``(B, 3, S, S)`` batch."""
+        from xcyto.data.io import to_rgb_uint8
+
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        transform = self.transform()
+        return torch.stack([transform(to_rgb_uint8(image)) for image in images]).to(self.device)
+
+    @torch.no_grad()
+    def predict_logits(self, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        self.model.eval()
+        return torch.cat([self.model(chunk) for chunk in batch.split(batch_size)])
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Temperature-calibrated class probabilities."""
+        return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+    def to(self, device) -> "Bundle":
+        self.model.to(device)
+        return self
+
+    # -- saving -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bundle to ``path`` atomically (a gallery already there is kept)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, staging / WEIGHTS_FILE)
+            config = dict(self.config)
+            config.update(format=FORMAT, format_version=FORMAT_VERSION, xcyto_version=__version__)
+            config["weights_sha256"] = file_sha256(staging / WEIGHTS_FILE)
+            write_json_atomic(staging / CONFIG_FILE, config)
+            old_gallery = path / GALLERY_DIR
+            if old_gallery.is_dir() and old_gallery != staging / GALLERY_DIR:
+                shutil.copytree(old_gallery, staging / GALLERY_DIR)
+            _replace_dir(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.config, self.path, self._weights_sha256 = config, path, config["weights_sha256"]
+        return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing an existing folder with as small a gap as possible."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(new, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Load and validate a bundle folder; refuse corrupt or inconsistent ones clearly."""
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    weights_path = path / WEIGHTS_FILE
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if not config_path.is_file() or not weights_path.is_file():
+        raise BundleError(f"{path}: not a bundle (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{config_path}: corrupt JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"{config_path}: not an xcyto bundle (format must be {FORMAT!r})")
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise BundleError(f"{config_path}: missing {', '.join(missing)}")
+    weights_sha256 = file_sha256(weights_path)
+    expected = config.get("weights_sha256")
+    if expected and expected != weights_sha256:
+        raise BundleError(f"{weights_path}: checksum does not match bundle.json (file corrupt or replaced)")
+    try:
+        get_spec(config["architecture"])
+        model = create(config["architecture"], num_classes=len(config["classes"]), weights=None,
+                       head=config.get("head", "linear"))
+    except ModelError as error:
+        raise BundleError(f"{path}: {error}") from None
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as error:
+        raise BundleError(f"{weights_path}: unreadable weights ({error})") from None
+    expected_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found_shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if expected_shapes != found_shapes:
+        head = found_shapes.get("classifier.weight")
+        detail = (
+            f"classifier has {head[0]} outputs but bundle.json lists {len(config['classes'])} classes"
+            if head and head[0] != len(config["classes"])
+            else "tensor names or shapes differ from the architecture"
+        )
+        raise BundleError(f"{weights_path}: weights do not match {config['architecture']}: {detail}")
+    model.load_state_dict(state)
+    model.eval().to(device)
+    return Bundle(model=model, config=config, path=path, _weights_sha256=weights_sha256)

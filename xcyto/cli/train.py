@@ -1,0 +1,123 @@
+"""``xcyto train``, ``xcyto evaluate`` and ``xcyto predict``."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from xcyto.training.config import BALANCE, SCHEDULES, TrainConfig
+
+TRAIN_EPILOG = """examples:
+  # fine-tune the default (EfficientNet-Lite0, offline ImageNet weights) on Herlev, 7 classes
+  xcyto train --data ../shared/data/herlev --out runs/herlev-lite0
+
+  # the same, normal vs abnormal
+  xcyto train --data ../shared/data/herlev --scheme binary --out runs/herlev-binary
+
+  # ResNet-18 from scratch, class-balanced loss, 30 epochs
+  xcyto train --data ../shared/data/herlev --model resnet18 --weights none --balance loss --epochs 30 --out runs/r18
+
+  # a small model on synthetic cells (no data needed)
+  xcyto train --data synthetic --model small_cnn --epochs 5 --out runs/synthetic
+
+  # continue an interrupted run
+  xcyto train --out runs/herlev-lite0 --resume
+
+  # two processes (GPUs, or CPU with gloo)
+  torchrun --nproc_per_node=2 -m xcyto train --data ../shared/data/herlev --out runs/ddp"""
+
+EVALUATE_EPILOG = """examples:
+  xcyto evaluate --bundle runs/herlev-lite0/bundle --data ../shared/data/herlev --split test
+  xcyto evaluate --bundle artifacts/demo-bundle --data synthetic --out eval-synthetic"""
+
+PREDICT_EPILOG = """examples:
+  xcyto predict --bundle runs/herlev-lite0/bundle cell1.bmp cell2.bmp
+  xcyto predict --bundle runs/herlev-lite0/bundle some/folder --out predictions.csv"""
+
+
+def register(subparsers) -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    train = subparsers.add_parser("train", help="train a classifier and write its bundle",
+                                  description="Train a cell classifier; writes a run folder with metrics, "
+                                  "figures, checkpoints and the bundle.", epilog=TRAIN_EPILOG, formatter_class=formatter)
+    defaults = TrainConfig()
+    train.add_argument("--data", default=defaults.data, help="dataset folder, CSV manifest, or 'synthetic' (default)")
+    train.add_argument("--out", default=defaults.out, help="run folder (default %(default)s)")
+    train.add_argument("--model", default=defaults.model, help="architecture (default %(default)s); see 'xcyto models'")
+    train.add_argument("--weights", default=defaults.weights,
+                       help="'default' (ImageNet for efficientnet_lite0, offline), 'imagenet' or 'none'")
+    train.add_argument("--head", default=defaults.head, choices=("linear", "concat_pool"))
+    train.add_argument("--scheme", default=None, help="label scheme, e.g. 'binary' (Herlev normal/abnormal)")
+    train.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the model's)")
+    train.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
+    train.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--lr", type=float, default=defaults.lr, help="head learning rate (default %(default)s)")
+    train.add_argument("--backbone-lr-mult", type=float, default=defaults.backbone_lr_mult,
+                       help="backbone learning rate = lr x this (default %(default)s)")
+    train.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
+                       help="train only the head for this many epochs first")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument("--balance", choices=BALANCE, default=defaults.balance,
+                       help="class balancing: none, a weighted loss, or a weighted sampler")
+    train.add_argument("--patience", type=int, default=defaults.patience,
+                       help="stop after this many epochs without a better validation macro-F1 (0: never)")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    train.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
+    train.add_argument("--split-manifest", default=None, help="reuse the split in this manifest CSV")
+    train.add_argument("--synthetic-n", type=int, default=defaults.synthetic_n, help="cells when --data synthetic")
+    train.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size)
+    train.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")
+    train.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"))
+    train.add_argument("--num-workers", type=int, default=None)
+    train.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    train.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not store training embeddings")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="metrics of a bundle on a dataset",
+                                     description="Evaluate a bundle on a dataset or one split of it.",
+                                     epilog=EVALUATE_EPILOG, formatter_class=formatter)
+    evaluate.add_argument("--bundle", required=True)
+    evaluate.add_argument("--data", required=True, help="dataset folder, CSV manifest or 'synthetic'")
+    evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
+                          help="use the bundle's own split manifest to pick cells (default: all)")
+    evaluate.add_argument("--scheme", default=None)
+    evaluate.add_argument("--out", default=None, help="folder for metrics.json and confusion_matrix.png")
+    evaluate.set_defaults(func=run_evaluate)
+
+    predict = subparsers.add_parser("predict", help="classify images, write a CSV",
+                                    description="Classify cell images with a bundle.",
+                                    epilog=PREDICT_EPILOG, formatter_class=formatter)
+    predict.add_argument("--bundle", required=True)
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--out", default=None, help="CSV path (default: print to the terminal)")
+    predict.set_defaults(func=run_predict)
+
+
+def run_train(args) -> int:
+    from xcyto.training import train
+
+    names = {f.name for f in fields(TrainConfig)}
+    settings = {key: value for key, value in vars(args).items() if key in names}
+    if isinstance(settings.get("weights"), str) and settings["weights"].lower() == "none":
+        settings["weights"] = None
+    train(TrainConfig(**settings), resume=args.resume)
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from xcyto.training.evaluate import evaluate_command
+
+    evaluate_command(args.bundle, args.data, split=args.split, scheme=args.scheme, out=args.out)
+    return 0
+
+
+def run_predict(args) -> int:
+    from xcyto.training.evaluate import predict_command
+
+    predict_command(args.bundle, args.images, out=args.out)
+    return 0

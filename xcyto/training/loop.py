@@ -1,0 +1,365 @@
+"""The training loop: GPU (AMP, channels_last, pinned memory) or CPU, DDP, resume.
+
+A run folder holds everything needed to understand and repeat the run::
+
+    settings.json        the TrainConfig and the data source
+    split.csv            the split manifest (cell, group, split)
+    checkpoint.pt        last completed epoch (model, optimiser, schedule, history)
+    best.safetensors     weights of the best validation epoch
+    history.json, metrics.json, confusion_matrix.png, learning_curves.png
+    bundle/              the trained model, ready for xcyto.load
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from xcyto.bundle import Bundle, write_json_atomic
+from xcyto.errors import TrainingError
+from xcyto.models import create, get_spec
+from xcyto.plotting import plot_confusion_matrix, plot_learning_curves, save_figure
+from xcyto.training.checkpoint import load_checkpoint, save_atomic
+from xcyto.training.config import TrainConfig
+from xcyto.training.data import RunData, prepare_data
+from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
+from xcyto.training.metrics import classification_metrics, fit_temperature, macro_f1
+
+CHECKPOINT = "checkpoint.pt"
+BEST_WEIGHTS = "best.safetensors"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    bundle: Bundle
+    metrics: dict
+    history: list[dict]
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def lr_lambda(config: TrainConfig, total_steps: int, frozen_steps: int, backbone: bool):
+    """Learning-rate factor per optimiser step: warm-up then cosine, or one-cycle.
+
+    The backbone's factor is 0 while it is frozen, so freezing needs no change to
+    ``requires_grad`` (which DDP does not allow mid-run).
+    """
+    warmup = max(1, int(config.warmup_fraction * total_steps)) if config.schedule == "cosine" else max(1, int(0.3 * total_steps))
+
+    def factor(step: int) -> float:
+        if backbone and step < frozen_steps:
+            return 0.0
+        if config.schedule == "onecycle":
+            if step < warmup:
+                return 0.04 + 0.96 * step / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a gradient scaler is needed)."""
+    if device.type != "cuda" or config.amp == "off":
+        return None, False
+    if config.amp == "bf16" or (config.amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def default_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cores)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def train(config: TrainConfig | None = None, resume: bool = False, **settings) -> TrainResult:
+    """Train a classifier and write its run folder and bundle; see :class:`TrainConfig`.
+
+    ``resume=True`` continues the run in ``config.out`` from its last checkpoint with
+    the settings it was started with.
+    """
+    config = config or TrainConfig(**settings)
+    run_dir = Path(config.out)
+    if resume:
+        saved = run_dir / "settings.json"
+        if not saved.is_file():
+            raise TrainingError(f"{run_dir}: nothing to resume (no settings.json)")
+        saved_config = TrainConfig.from_dict(json.loads(saved.read_text())["config"])
+        saved_config.epochs = max(saved_config.epochs, config.epochs) if settings.get("epochs") else saved_config.epochs
+        saved_config.device = config.device
+        config = saved_config
+    config.validate()
+    device_type = "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    context = init_distributed(device_type if config.device != "cpu" else "cpu")
+    try:
+        return _train(config, run_dir, resume, context)
+    finally:
+        shutdown_distributed(context)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContext) -> TrainResult:
+    device = pick_device(config.device, context)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size))
+    seed_everything(config.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, run_dir, reuse_split=resume, write=context.is_main)
+    context.barrier()
+    spec = get_spec(config.model)
+    model = create(config.model, num_classes=len(data.classes), weights=config.weights, head=config.head)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    autocast_dtype, needs_scaler = amp_settings(config, device)
+
+    train_loader = _train_loader(config, data, device, context)
+    steps_per_epoch = len(train_loader) if config.max_steps_per_epoch is None else min(len(train_loader), config.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    backbone_params = list(model.backbone.parameters())
+    head_params = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone_params, "lr": config.lr * config.backbone_lr_mult}, {"params": head_params, "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
+    frozen_steps = steps_per_epoch * config.freeze_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [lr_lambda(config, total_steps, frozen_steps, backbone=True), lr_lambda(config, total_steps, frozen_steps, backbone=False)]
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
+    criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, device), label_smoothing=config.label_smoothing)
+
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stale_epochs": 0}
+    checkpoint_path = run_dir / CHECKPOINT
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        state = {key: saved[key] for key in state}
+        if context.is_main:
+            print(f"resuming {run_dir} after epoch {state['epoch']} (best macro-F1 {state['best_score']:.3f})")
+
+    train_model = model
+    if context.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if config.patience and state["stale_epochs"] >= config.patience:
+            break
+        torch.manual_seed(config.seed * 1000 + epoch)  # augmentation draws: same per epoch after resume
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        train_loss, images_per_second = _train_epoch(
+            train_model, train_loader, optimizer, scheduler, scaler, criterion, device, autocast_dtype,
+            steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", show=context.is_main,
+        )
+        val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
+        val_predictions = val_logits.argmax(1)
+        score = macro_f1(val_labels, val_predictions, len(data.classes))
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                 "val_accuracy": float((val_predictions == val_labels).mean()), "val_macro_f1": score,
+                 "images_per_second": images_per_second, "lr": optimizer.param_groups[1]["lr"]}
+        state["history"].append(entry)
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, stale_epochs=0)
+            if context.is_main:
+                _save_weights_atomic(model, run_dir / BEST_WEIGHTS)
+        else:
+            state["stale_epochs"] += 1
+        state["epoch"] = epoch
+        if context.is_main:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, checkpoint_path)
+            write_json_atomic(run_dir / "history.json", state["history"])
+            print(f"epoch {epoch}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
+                  f"val macro-F1 {score:.3f}, {images_per_second:.1f} img/s")
+        context.barrier()
+
+    return _finish(config, run_dir, model, data, state, device, autocast_dtype, context)
+
+
+def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype, context) -> TrainResult:
+    """Best weights -> temperature on validation -> test metrics, figures and bundle."""
+    if (run_dir / BEST_WEIGHTS).is_file():
+        model.load_state_dict(load_file(run_dir / BEST_WEIGHTS, device=str(device)))
+    val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
+    temperature = fit_temperature(val_logits, val_labels)
+    evaluated = data.test_loader(device) or data.val_loader(device)
+    test_logits, test_labels = predict_logits(model, evaluated, device, autocast_dtype)
+    metrics = {
+        "evaluated_on": "test" if data.test_loader(device) else "val",
+        "test": classification_metrics(test_logits, test_labels, data.classes, temperature),
+        "val": classification_metrics(val_logits, val_labels, data.classes, temperature),
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "train_seconds": float(sum(len(data.train_indices) / max(e["images_per_second"], 1e-9) for e in state["history"])),
+    }
+    if context.enabled:
+        metrics["distributed"] = {"world_size": context.world_size, "weights_checksums": _gather_checksums(model)}
+    spec = get_spec(config.model)
+    bundle_config = {
+        "name": f"{config.model}-{data.name}",
+        "architecture": config.model,
+        "head": config.head,
+        "classes": data.classes,
+        "label_scheme": config.scheme or "default",
+        "input_size": data.image_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "pad_to_square": config.pad_to_square,
+        "preprocessing": config.preprocessing,
+        "temperature": temperature,
+        "cam_layer": spec.cam_layer,
+        "embedding_layer": spec.embedding_layer,
+        "training": config.to_dict(),
+        "data": data.provenance(),
+        "metrics": {"test": _headline(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
+    }
+    bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
+    if context.is_main:
+        bundle.save(run_dir / "bundle")
+        if config.gallery:
+            _build_gallery(bundle, data)
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        save_figure(plot_confusion_matrix(metrics["test"]["confusion_matrix"], data.classes,
+                                          title=f"{bundle_config['name']} ({metrics['evaluated_on']})"),
+                    run_dir / "confusion_matrix.png")
+        save_figure(plot_learning_curves(state["history"]), run_dir / "learning_curves.png")
+        test = metrics["test"]
+        print(f"{metrics['evaluated_on']}: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
+              f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} (T={temperature:.2f}); bundle: {run_dir / 'bundle'}")
+    context.barrier()
+    return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=state["history"])
+
+
+def _headline(metrics: dict) -> dict:
+    keys = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "ece_calibrated")
+    headline = {key: metrics[key] for key in keys}
+    if "binary" in metrics:
+        headline["binary_accuracy"] = metrics["binary"]["accuracy"]
+    return headline
+
+
+def _build_gallery(bundle: Bundle, data: RunData) -> None:
+    """Store the training cells' embeddings in the bundle, when the embedding module exists."""
+    try:
+        from xcyto.embedding import build_gallery
+    except ImportError:
+        return
+    build_gallery(bundle, data.train_dataset)
+
+
+def _gather_checksums(model: nn.Module) -> list[float]:
+    import torch.distributed as dist
+
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())])
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    return [float(value) for value in gathered]
+
+
+def _save_weights_atomic(model: nn.Module, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, temporary)
+    os.replace(temporary, path)
+
+
+def _class_weights(config: TrainConfig, data: RunData, device) -> torch.Tensor | None:
+    if config.balance != "loss":
+        return None
+    counts = np.bincount(data.train_labels, minlength=len(data.classes)).astype(np.float64)
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def _train_loader(config: TrainConfig, data: RunData, device, context: DistContext) -> DataLoader:
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = None
+    if context.enabled:
+        if config.balance == "sampler":
+            raise TrainingError("balance='sampler' is not supported with several processes; use balance='loss'")
+        sampler = torch.utils.data.DistributedSampler(data.train_torch, num_replicas=context.world_size,
+                                                      rank=context.rank, shuffle=True, seed=config.seed)
+    elif config.balance == "sampler":
+        counts = np.bincount(data.train_labels, minlength=len(data.classes))
+        sample_weights = 1.0 / counts[data.train_labels]
+        sampler = torch.utils.data.WeightedRandomSampler(sample_weights, len(sample_weights), generator=generator)
+    workers = config.num_workers if config.num_workers is not None else default_workers(device)
+    return DataLoader(
+        data.train_torch, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        generator=generator, num_workers=workers, pin_memory=device.type == "cuda",
+        drop_last=len(data.train_torch) > config.batch_size * context.world_size,
+        persistent_workers=workers > 0,
+    )
+
+
+def _train_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, autocast_dtype, steps, desc, show):
+    model.train()
+    total_loss, seen, elapsed = 0.0, 0, 0.0
+    channels_last = device.type == "cuda"
+    progress = tqdm(total=steps, desc=desc, disable=not show, leave=False, unit="batch")
+    batches = iter(loader)
+    for _ in range(steps):
+        started = time.perf_counter()  # data loading counts: it is part of the loop's cost
+        images, labels = next(batches)
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with _autocast(device, autocast_dtype):
+            loss = criterion(model(images), labels)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} ({desc}); lower the learning rate (--lr)")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_value = loss.item()  # synchronises, so the timing below is honest on a GPU
+        elapsed += time.perf_counter() - started
+        total_loss += loss_value * len(labels)
+        seen += len(labels)
+        progress.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        progress.update()
+    progress.close()
+    return total_loss / max(seen, 1), seen / max(elapsed, 1e-9)
+
+
+def _autocast(device, dtype):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def predict_logits(model, loader, device, autocast_dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every batch in ``loader`` (float32 NumPy arrays)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        with _autocast(device, autocast_dtype):
+            logits = model(images.to(device, non_blocking=True))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels)
+    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
