@@ -13,7 +13,7 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
-SUBCOMMAND_MODULES = ("data", "train")
+SUBCOMMAND_MODULES = ("data", "train", "embedding")
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except XcytoError as error:
         print(f"xcyto: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("xcyto: interrupted", file=sys.stderr)
         return 130

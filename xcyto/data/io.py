@@ -79,8 +79,11 @@ def to_rgb_uint8(obj, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     Accepts ``H x W`` (grayscale), ``H x W x 1/3/4`` and channel-first ``1/3/4 x H x W``
     arrays; uint8, bool, 16-bit (scaled by 255/65535, not clipped) and float images
     (``[0, 1]`` scaled to 255, anything larger clipped to ``[0, 255]``). Alpha is
-    composited over white. Raises :class:`ImageError` for anything else.
+    composited over white. A path or bytes is read with :func:`read_image`.
+    Raises :class:`ImageError` for anything else.
     """
+    if isinstance(obj, (str, Path, bytes, bytearray, memoryview)):
+        return read_image(obj, max_pixels=max_pixels)
     if isinstance(obj, Image.Image):
         return _pil_to_rgb(obj, max_pixels)
     if type(obj).__module__.startswith("torch"):
@@ -210,7 +213,9 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
         rgb = np.clip(np.rint(rgb_float), 0, 255).astype(np.uint8)
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
-    return np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable or not rgb.flags.c_contiguous:
+        rgb = np.array(rgb, order="C")  # PIL's arrays are read-only; torch.from_numpy wants writable
+    return rgb
 
 
 def _channels_last(array: np.ndarray) -> np.ndarray:

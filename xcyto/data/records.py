@@ -15,6 +15,9 @@ class CellSample:
 
     ``image`` is ``H x W x 3`` uint8 RGB. Masks are ``H x W`` bool arrays aligned
     pixel for pixel with ``image`` (``None`` where the source has none).
+    ``cytoplasm_mask`` is the whole cell, nucleus included ("inside the cell");
+    cytoplasm alone is ``cytoplasm_mask & ~nucleus_mask``. ``evidence_mask`` (synthetic
+    cells) marks the region that defines the class.
     ``group`` names the slide or cluster image the cell was cropped from: splits keep
     a group on one side so near-duplicates cannot leak from train to test.
     """
@@ -72,4 +75,5 @@ class CellDataset:
             name=self.name,
             root=self.root,
             layout=self.layout,
+            warnings=list(self.warnings),
         )

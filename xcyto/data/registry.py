@@ -71,8 +71,12 @@ def load_dataset(source, scheme: str | None = None, *, layout: str | None = None
     if isinstance(source, str) and source == SYNTHETIC:
         if scheme != "default":
             raise DataError(f"label scheme {scheme!r} is not available for the synthetic dataset")
-        from xcyto.data import synthetic  # written separately; imported only when asked for
-
+        try:
+            from xcyto.data import synthetic  # imported only when asked for
+        except ModuleNotFoundError as error:
+            if error.name != "xcyto.data.synthetic":
+                raise
+            raise DataError("the synthetic cell generator (xcyto.data.synthetic) is not installed") from None
         return synthetic.make_dataset(**options)
     path = Path(source)
     name = layout or detect_layout(path)

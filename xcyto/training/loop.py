@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from xcyto.models import create, get_spec
 from xcyto.plotting import plot_confusion_matrix, plot_learning_curves, save_figure
 from xcyto.training.checkpoint import load_checkpoint, save_atomic
 from xcyto.training.config import TrainConfig
-from xcyto.training.data import RunData, prepare_data
+from xcyto.training.data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
 from xcyto.training.metrics import classification_metrics, fit_temperature, macro_f1
 
@@ -168,7 +169,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if config.patience and state["stale_epochs"] >= config.patience:
             break
-        torch.manual_seed(config.seed * 1000 + epoch)  # augmentation draws: same per epoch after resume
+        # Shuffling and augmentation draw from seeds fixed per epoch, so a resumed run
+        # repeats exactly what the uninterrupted one would have done.
+        torch.manual_seed(config.seed * 1000 + epoch)
+        train_loader.generator.manual_seed(config.seed * 1000 + epoch)
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         train_loss, images_per_second = _train_epoch(
@@ -241,6 +245,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
     if context.is_main:
         bundle.save(run_dir / "bundle")
+        shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)
         if config.gallery:
             _build_gallery(bundle, data)
         write_json_atomic(run_dir / "metrics.json", metrics)

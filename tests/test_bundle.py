@@ -1,0 +1,91 @@
+"""Bundles: save/load round trip and refusal of corrupt or inconsistent ones."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import xcyto
+from xcyto import models
+from xcyto.bundle import Bundle
+from xcyto.errors import BundleError
+
+CLASSES = ["a", "b", "c"]
+
+
+def make_bundle(num_classes=3):
+    torch.manual_seed(0)
+    model = models.create("small_cnn", num_classes, weights=None).eval()
+    spec = models.get_spec("small_cnn")
+    config = {"architecture": "small_cnn", "classes": CLASSES[:num_classes], "input_size": 32,
+              "mean": list(spec.mean), "std": list(spec.std), "temperature": 1.5}
+    return Bundle(model=model, config=config)
+
+
+def test_round_trip_keeps_weights_config_and_predictions(tmp_path):
+    bundle = make_bundle()
+    bundle.save(tmp_path / "b")
+    loaded = xcyto.load(tmp_path / "b")
+    image = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
+    batch = bundle.preprocess(image)
+    assert batch.shape == (1, 3, 32, 32)
+    assert torch.allclose(bundle.predict_logits(batch), loaded.predict_logits(loaded.preprocess(image)))
+    assert loaded.classes == CLASSES and loaded.temperature == 1.5
+    assert loaded.config["format"] == "xcyto-bundle" and loaded.config["xcyto_version"] == xcyto.__version__
+    assert loaded.sha256 == loaded.config["weights_sha256"]
+    probabilities = loaded.probabilities(loaded.predict_logits(batch))
+    assert torch.allclose(probabilities.sum(-1), torch.ones(1))
+
+
+def test_saving_again_replaces_the_bundle_and_keeps_its_gallery(tmp_path):
+    bundle = make_bundle()
+    bundle.save(tmp_path / "b")
+    (tmp_path / "b" / "gallery").mkdir()
+    (tmp_path / "b" / "gallery" / "marker.txt").write_text("kept")
+    bundle.config["temperature"] = 2.0
+    bundle.save(tmp_path / "b")
+    assert xcyto.load(tmp_path / "b").temperature == 2.0
+    assert (tmp_path / "b" / "gallery" / "marker.txt").read_text() == "kept"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temporary folders left behind
+
+
+def test_refuses_missing_and_non_bundles(tmp_path):
+    with pytest.raises(BundleError, match="no such bundle"):
+        xcyto.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="not a bundle"):
+        xcyto.load(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "bundle.json").write_text("{not json"), "corrupt JSON"),
+        (lambda p: _edit(p, architecture="resnet9000"), "unknown architecture"),
+        (lambda p: _edit(p, classes=["a", "b", "c", "d"]), "classifier has 3 outputs but bundle.json lists 4"),
+        (lambda p: _edit(p, format="something-else"), "not an xcyto bundle"),
+        (lambda p: _edit(p, input_size=None, drop="input_size"), "missing input_size"),
+        (lambda p: (p / "model.safetensors").write_bytes(b"\x00" * 64), "checksum does not match"),
+    ],
+)
+def test_refuses_corrupt_or_inconsistent_bundles(tmp_path, damage, message):
+    make_bundle().save(tmp_path / "b")
+    damage(tmp_path / "b")
+    with pytest.raises(BundleError, match=message):
+        xcyto.load(tmp_path / "b")
+
+
+def test_refuses_unreadable_weights_even_without_a_checksum(tmp_path):
+    make_bundle().save(tmp_path / "b")
+    _edit(tmp_path / "b", weights_sha256=None, drop="weights_sha256")
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(BundleError, match="unreadable weights"):
+        xcyto.load(tmp_path / "b")
+
+
+def _edit(path, drop=None, **changes):
+    config = json.loads((path / "bundle.json").read_text())
+    config.update(changes)
+    if drop:
+        config.pop(drop)
+    (path / "bundle.json").write_text(json.dumps(config))

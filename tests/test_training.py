@@ -1,0 +1,104 @@
+"""Training on synthetic cells: the loss falls, runs resume exactly, DDP ranks agree."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import xcyto
+from xcyto.errors import TrainingError
+from xcyto.training import loop
+from tests.tiny import TINY_SETTINGS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path):
+    result = xcyto.train(**{**TINY_SETTINGS, "out": str(tmp_path)})
+    losses = [entry["train_loss"] for entry in result.history]
+    assert losses[-1] < losses[0]
+    test = result.metrics["test"]
+    assert test["accuracy"] > 1 / 5 + 0.15  # well above chance on 5 classes
+    for name in ("split.csv", "settings.json", "checkpoint.pt", "best.safetensors", "metrics.json",
+                 "history.json", "confusion_matrix.png", "learning_curves.png", "bundle/bundle.json",
+                 "bundle/model.safetensors", "bundle/split.csv"):
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class", "ece", "ece_calibrated",
+            "binary"} <= set(metrics["test"])
+    bundle = xcyto.load(tmp_path / "bundle")
+    assert bundle.config["data"]["split_sha256"] and bundle.config["training"]["seed"] == 0
+    assert bundle.config["metrics"]["test"]["accuracy"] == pytest.approx(test["accuracy"])
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    settings = {**TINY_SETTINGS, "epochs": 3, "synthetic_n": 150, "gallery": False}
+    xcyto.train(**settings, out=str(tmp_path / "straight"))
+
+    real_epoch = loop._train_epoch
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        xcyto.train(**settings, out=str(tmp_path / "resumed"))
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1  # the finished epoch survived the crash
+    xcyto.train(out=str(tmp_path / "resumed"), resume=True)
+
+    straight = load_file(tmp_path / "straight" / "bundle" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "bundle" / "model.safetensors")
+    for name in straight:
+        assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        xcyto.train(out=str(tmp_path / "none"), resume=True)
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    with pytest.raises(TrainingError, match="epochs must be >= 1"):
+        xcyto.train(**{**TINY_SETTINGS, "epochs": 0, "out": str(tmp_path)})
+    with pytest.raises(TrainingError, match="balance must be one of"):
+        xcyto.train(**{**TINY_SETTINGS, "balance": "magic", "out": str(tmp_path)})
+
+
+def test_freezing_keeps_the_backbone_fixed_and_balancing_runs(tmp_path):
+    from xcyto import models
+
+    settings = {**TINY_SETTINGS, "epochs": 1, "freeze_epochs": 1, "balance": "sampler", "synthetic_n": 100,
+                "gallery": False, "out": str(tmp_path)}
+    result = xcyto.train(**settings)
+    torch.manual_seed(settings["seed"])
+    initial = models.create("small_cnn", 5, weights=None)
+    trained = result.bundle.model
+    assert torch.equal(initial.backbone.block1[0].weight, trained.backbone.block1[0].weight)
+    assert not torch.equal(initial.classifier.weight, trained.classifier.weight)
+
+
+def test_two_process_ddp_on_cpu_agrees_on_the_weights(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+               "-m", "xcyto", "train", "--data", "synthetic", "--synthetic-n", "100", "--synthetic-size", "48",
+               "--model", "small_cnn", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
+               "--device", "cpu", "--num-workers", "0", "--no-gallery", "--out", str(tmp_path)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    checksums = metrics["distributed"]["weights_checksums"]
+    assert metrics["distributed"]["world_size"] == 2 and len(checksums) == 2
+    assert checksums[0] == checksums[1]
+    assert xcyto.load(tmp_path / "bundle").classes

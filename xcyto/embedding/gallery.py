@@ -1,0 +1,306 @@
+"""The gallery: every training cell's embedding, label, identity and thumbnail, in the bundle.
+
+Layout of ``bundle/gallery/`` (memory-mapped on load, nothing pickled)::
+
+    gallery.json                 classes, cell ids, groups, thumbnail size, embedding dim,
+                                 weights_sha256 of the bundle it was built with,
+                                 atypicality settings (k, percentile, threshold)
+    embeddings.npy               (N, D) float16, L2-normalised embedding-layer outputs
+    labels.npy                   (N,) int32
+    thumbnails.npy               (N, T, T, 3) uint8, T = 96 by default
+    atypicality_reference.npy    (M,) float32, sorted leave-one-out k-th neighbour distances
+    projections/                 2-D maps, fitted on first use (see projection.py)
+
+A gallery belongs to the exact weights it was built with: loading it into a bundle
+whose weights hash differs is refused, since its embeddings would be in another space.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xcyto import __version__
+from xcyto.embedding.atypicality import DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate, kth_distances
+from xcyto.embedding.embed import THUMBNAIL_SIZE, embed_cells, thumbnail
+from xcyto.embedding.projection import EmbeddingMap, check_method, fit_map, load_map, save_map
+from xcyto.embedding.search import NeighbourIndex
+from xcyto.errors import BundleError, DataError
+
+FORMAT = "xcyto-gallery"
+FORMAT_VERSION = 1
+META_FILE = "gallery.json"
+ARRAYS = ("embeddings", "labels", "thumbnails", "atypicality_reference")
+
+
+@dataclass
+class Neighbour:
+    """A training cell close to a query: who it is, its class, how similar (cosine), what it looks like."""
+
+    cell_id: str
+    class_name: str
+    label: int
+    similarity: float
+    group: str
+    thumbnail: np.ndarray  # H x W x 3 uint8
+
+
+@dataclass
+class Gallery:
+    """The training cells of one bundle. Arrays are memory-mapped (read-only).
+
+    The float32 search index is built on first use and kept (``N x D x 4`` bytes).
+    """
+
+    path: Path
+    meta: dict
+    embeddings: np.ndarray
+    labels: np.ndarray
+    thumbnails: np.ndarray
+    calibration: Calibration
+    _index: NeighbourIndex | None = field(default=None, repr=False)
+    _maps: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def cell_ids(self) -> list[str]:
+        return self.meta["cell_ids"]
+
+    @property
+    def groups(self) -> list[str]:
+        return self.meta["groups"]
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.meta["embedding_dim"])
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.meta["weights_sha256"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def index(self) -> NeighbourIndex:
+        if self._index is None:
+            self._index = NeighbourIndex(self.embeddings, self.labels, len(self.classes))
+        return self._index
+
+    # -- neighbours -----------------------------------------------------------------
+    def neighbour(self, row: int, similarity: float) -> Neighbour:
+        label = int(self.labels[row])
+        return Neighbour(cell_id=self.cell_ids[row], class_name=self.classes[label], label=label,
+                         similarity=float(similarity), group=self.groups[row],
+                         thumbnail=np.array(self.thumbnails[row]))
+
+    def neighbours(self, query_embeddings: torch.Tensor, k: int = 5) -> list[list[Neighbour]]:
+        """The ``k`` most similar training cells of each query ``(B, D)``, most similar first."""
+        result = self.index.search(self._queries(query_embeddings), k)
+        return [[self.neighbour(int(row), float(value)) for row, value in zip(rows, values)]
+                for rows, values in zip(result.indices.tolist(), result.similarities.tolist())]
+
+    def nearest_per_class(self, query_embeddings: torch.Tensor) -> list[dict[str, Neighbour]]:
+        """For each query, the closest training cell of every class (classes without cells left out)."""
+        result = self.index.search(self._queries(query_embeddings), 1, per_class=True)
+        found = []
+        for rows, values in zip(result.class_indices.tolist(), result.class_similarities.tolist()):
+            found.append({self.classes[label]: self.neighbour(row, value)
+                          for label, (row, value) in enumerate(zip(rows, values)) if row >= 0})
+        return found
+
+    def atypicality(self, query_embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``(B,)`` (percentile 0-100 of the k-th neighbour distance among the
+        training cells') and flags ``(B,)`` bool: True = unlike the training cells."""
+        distances = kth_distances(self.index, self._queries(query_embeddings), self.calibration.k)
+        return self.calibration.score(distances)
+
+    def _queries(self, query_embeddings) -> torch.Tensor:
+        queries = torch.as_tensor(query_embeddings).detach().to("cpu", torch.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        if queries.shape[-1] != self.embedding_dim:
+            raise ValueError(f"query embeddings have {queries.shape[-1]} dimensions, the gallery "
+                             f"{self.embedding_dim}: were they made by this bundle's model?")
+        return F.normalize(queries, dim=1)
+
+    # -- maps -----------------------------------------------------------------------
+    def projection(self, method: str = "umap", fit: bool = True) -> EmbeddingMap:
+        """The 2-D map ``method`` (umap, pca, tsne) of the gallery; fitted and stored on first use."""
+        method = check_method(method)
+        if method not in self._maps:
+            projection = load_map(self.path, method, self.index)
+            if projection is None:
+                if not fit:
+                    raise BundleError(f"{self.path}: no {method} map stored; run "
+                                      f"'xcyto gallery build ... --projections {method}'")
+                projection = fit_map(method, self.index.matrix[self.index.position].numpy(), self.index)
+                try:
+                    save_map(projection, self.path)
+                except OSError as error:  # a read-only bundle: keep the map in memory only
+                    warnings.warn(f"could not store the {method} map in {self.path} ({error}); "
+                                  f"it will be refitted next time", stacklevel=2)
+            self._maps[method] = projection
+        return self._maps[method]
+
+
+# -- building ---------------------------------------------------------------------------
+def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_size: int = 64,
+                  k: int = DEFAULT_K, percentile: float = DEFAULT_PERCENTILE,
+                  projections: tuple[str, ...] = ("pca",), progress: bool = False) -> Gallery:
+    """Embed every cell of ``dataset`` (the training cells) and write ``bundle.gallery_dir``.
+
+    The folder is written beside the bundle and renamed into place, so a crash leaves
+    the old gallery (or none), never half of one. ``projections`` are fitted now;
+    others are fitted when first asked for.
+    """
+    if bundle.path is None or bundle.sha256 is None:
+        raise BundleError("save the bundle (bundle.save(path)) before building its gallery")
+    if len(dataset) < 2:
+        raise DataError(f"a gallery needs at least 2 training cells, got {len(dataset)}")
+    if list(dataset.classes) != bundle.classes:
+        raise DataError(f"the data's classes {list(dataset.classes)} differ from the bundle's {bundle.classes}; "
+                        f"check the label scheme")
+    samples = dataset.samples
+    embeddings = embed_cells(bundle, samples, batch_size=batch_size, progress=progress)
+    labels = np.array([sample.label for sample in samples], dtype=np.int32)
+    thumbnails = np.stack([thumbnail(sample.image, thumbnail_size) for sample in samples])
+    stored = embeddings.astype(np.float16)
+    index = NeighbourIndex(stored, labels, len(bundle.classes))
+    calibration = calibrate(index, k=k, percentile=percentile)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "xcyto_version": __version__,
+        "weights_sha256": bundle.sha256,
+        "bundle_name": bundle.name,
+        "architecture": bundle.architecture,
+        "embedding_layer": bundle.config.get("embedding_layer", "pool"),
+        "embedding_dim": int(embeddings.shape[1]),
+        "n_cells": len(samples),
+        "classes": bundle.classes,
+        "class_counts": np.bincount(labels, minlength=len(bundle.classes)).tolist(),
+        "thumbnail_size": int(thumbnail_size),
+        "source": {"dataset": dataset.name, "root": str(dataset.root) if dataset.root else None},
+        "atypicality": {"k": calibration.k, "percentile": calibration.percentile,
+                        "threshold_distance": calibration.threshold,
+                        "calibration_cells": int(len(calibration.reference))},
+        "cell_ids": [sample.cell_id for sample in samples],
+        "groups": [str(sample.group) for sample in samples],
+    }
+    target = Path(bundle.gallery_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        arrays = {"embeddings": stored, "labels": labels, "thumbnails": thumbnails,
+                  "atypicality_reference": calibration.reference.astype(np.float32)}
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array, allow_pickle=False)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        gallery = _open(staging, meta)
+        gallery._index = index
+        for method in projections:
+            gallery.projection(method)  # fitted and written into the staging folder
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    gallery = _open(target, meta)
+    gallery._index, gallery._maps = index, {}
+    _remember(bundle, gallery)
+    return gallery
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+# -- loading ----------------------------------------------------------------------------
+_CACHE: dict[int, tuple[weakref.ref, tuple, Gallery]] = {}
+
+
+def load_gallery(bundle) -> Gallery | None:
+    """The bundle's gallery (memory-mapped), or ``None`` when it has none.
+
+    Cached per bundle object until ``gallery.json`` changes. Raises ``BundleError`` when
+    the gallery was built with other weights or its files are inconsistent.
+    """
+    folder = bundle.gallery_dir
+    if folder is None or not (Path(folder) / META_FILE).is_file():
+        return None
+    key = _cache_key(bundle, Path(folder))
+    cached = _CACHE.get(id(bundle))
+    if cached and cached[0]() is bundle and cached[1] == key:
+        return cached[2]
+    gallery = _open(Path(folder))
+    if gallery.weights_sha256 != bundle.sha256:
+        raise BundleError(
+            f"{folder}: this gallery was built with other weights (sha256 {gallery.weights_sha256[:12]}..., "
+            f"the bundle's are {str(bundle.sha256)[:12]}...); its embeddings do not belong to this model. "
+            f"Rebuild it: xcyto gallery build --bundle {bundle.path} --data <training data>")
+    _remember(bundle, gallery)
+    return gallery
+
+
+def require_gallery(bundle) -> Gallery:
+    """``load_gallery``, with a clear error when the bundle has none."""
+    gallery = load_gallery(bundle)
+    if gallery is None:
+        raise BundleError(f"bundle {bundle.path} has no gallery; build it with "
+                          f"'xcyto gallery build --bundle {bundle.path} --data <training data>'")
+    return gallery
+
+
+def _cache_key(bundle, folder: Path) -> tuple:
+    stat = (folder / META_FILE).stat()
+    return (str(folder), bundle.sha256, stat.st_ino, stat.st_mtime_ns)
+
+
+def _remember(bundle, gallery: Gallery) -> None:
+    for key in [key for key, (ref, _, _) in _CACHE.items() if ref() is None]:
+        del _CACHE[key]
+    _CACHE[id(bundle)] = (weakref.ref(bundle), _cache_key(bundle, gallery.path), gallery)
+
+
+def _open(folder: Path, meta: dict | None = None) -> Gallery:
+    """Read ``gallery.json`` and memory-map the arrays, checking they agree."""
+    try:
+        meta = meta or json.loads((folder / META_FILE).read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS}
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise BundleError(f"{folder}: unreadable gallery ({error}); rebuild it with 'xcyto gallery build'") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{folder / META_FILE}: not an xcyto gallery")
+    n_cells, size = int(meta["n_cells"]), int(meta["thumbnail_size"])
+    expected = {"embeddings": (n_cells, int(meta["embedding_dim"])), "labels": (n_cells,),
+                "thumbnails": (n_cells, size, size, 3)}
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise BundleError(f"{folder}: {name}.npy has shape {arrays[name].shape}, gallery.json says {shape}; "
+                              f"the gallery is corrupt, rebuild it")
+    if len(meta["cell_ids"]) != n_cells or len(meta["groups"]) != n_cells:
+        raise BundleError(f"{folder}: gallery.json lists {len(meta['cell_ids'])} cell ids for {n_cells} cells")
+    settings = meta["atypicality"]
+    calibration = Calibration(k=int(settings["k"]), percentile=float(settings["percentile"]),
+                              reference=np.asarray(arrays["atypicality_reference"], dtype=np.float64))
+    return Gallery(path=folder, meta=meta, embeddings=arrays["embeddings"], labels=arrays["labels"],
+                   thumbnails=arrays["thumbnails"], calibration=calibration)

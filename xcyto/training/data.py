@@ -1,0 +1,118 @@
+"""What a training run reads: the dataset, its split, and the loaders over it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from xcyto.data import load_dataset
+from xcyto.data.records import CellDataset
+from xcyto.data.splits import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
+from xcyto.data.transforms import CellTorchDataset, eval_transform, train_transform
+from xcyto.errors import TrainingError
+from xcyto.models import get_spec
+from xcyto.training.config import TrainConfig
+
+SPLIT_FILE = "split.csv"
+
+
+@dataclass
+class RunData:
+    """The dataset of a run, its split and the transforms the model sees."""
+
+    dataset: CellDataset
+    split: Split
+    config: TrainConfig
+    image_size: int
+    split_sha256: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset.classes)
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return self.split.train
+
+    @property
+    def train_dataset(self) -> CellDataset:
+        return self.dataset.subset(self.split.train)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.dataset.labels[self.split.train]
+
+    @property
+    def train_torch(self) -> CellTorchDataset:
+        spec = get_spec(self.config.model)
+        transform = train_transform(self.image_size, mean=spec.mean, std=spec.std,
+                                    preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square)
+        return CellTorchDataset(self.train_dataset, transform)
+
+    def _loader(self, indices: np.ndarray, device) -> DataLoader | None:
+        if len(indices) == 0:
+            return None
+        spec = get_spec(self.config.model)
+        transform = eval_transform(self.image_size, mean=spec.mean, std=spec.std,
+                                   preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square)
+        return DataLoader(CellTorchDataset(self.dataset.subset(indices), transform),
+                          batch_size=max(64, self.config.batch_size), pin_memory=device.type == "cuda")
+
+    def val_loader(self, device) -> DataLoader:
+        return self._loader(self.split.val, device)
+
+    def test_loader(self, device) -> DataLoader | None:
+        return self._loader(self.split.test, device)
+
+    def provenance(self) -> dict:
+        """Where the cells came from and how they were split: recorded in the bundle."""
+        return {
+            "source": str(self.config.data),
+            "name": self.dataset.name,
+            "layout": self.dataset.layout,
+            "scheme": self.config.scheme or "default",
+            "n_cells": len(self.dataset),
+            "n_train": int(len(self.split.train)),
+            "n_val": int(len(self.split.val)),
+            "n_test": int(len(self.split.test)),
+            "split_seed": self.config.seed,
+            "split_sha256": self.split_sha256,
+        }
+
+
+def load_run_dataset(config: TrainConfig) -> CellDataset:
+    if str(config.data) == "synthetic":
+        return load_dataset("synthetic", n=config.synthetic_n, seed=config.seed, size=config.synthetic_size)
+    return load_dataset(config.data, scheme=config.scheme)
+
+
+def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: bool) -> RunData:
+    """Load the data and draw (or reuse) the split; the main process writes ``split.csv``."""
+    dataset = load_run_dataset(config)
+    manifest = run_dir / SPLIT_FILE
+    if reuse_split and manifest.is_file():
+        split = load_split_manifest(manifest, dataset)
+    elif config.split_manifest:
+        split = load_split_manifest(config.split_manifest, dataset)
+    else:
+        fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
+        split = train_val_test_split(dataset, fractions=fractions, seed=config.seed)
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise TrainingError(f"the split of {config.data} leaves no training or no validation cells")
+    image_size = config.image_size or get_spec(config.model).input_size
+    # Every process derives the same hash from the same split; only the main one writes.
+    sha = hashlib.sha256(manifest_text(dataset, split).encode("utf-8")).hexdigest()
+    if write:
+        if not (reuse_split and manifest.is_file()):
+            save_split_manifest(dataset, split, manifest)
+        from xcyto.bundle import write_json_atomic
+
+        write_json_atomic(run_dir / "settings.json", {"config": config.to_dict(), "split_sha256": sha})
+    return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha)
