@@ -13,7 +13,7 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
-SUBCOMMAND_MODULES = ("data", "train", "embedding")
+SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain")
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev

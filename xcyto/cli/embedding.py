@@ -132,8 +132,8 @@ def run_gallery_build(args) -> int:
                             k=args.k, percentile=args.percentile, projections=projections, progress=True)
     counts = ", ".join(f"{name} {count}" for name, count in zip(gallery.classes, gallery.meta["class_counts"]))
     print(f"wrote {gallery.path}: {len(gallery)} cells x {gallery.embedding_dim} dims ({counts}); "
-          f"atypical above the {gallery.calibration.percentile:g}th percentile of the {gallery.calibration.k}-th "
-          f"neighbour distance ({gallery.calibration.threshold:.4f})")
+          f"a cell is flagged as atypical above the {gallery.calibration.percentile:g}th percentile of the "
+          f"training cells (k = {gallery.calibration.k} neighbours)")
     return 0
 
 
@@ -160,15 +160,18 @@ def run_project(args) -> int:
     from xcyto.embedding import place_cells, plot_embedding_map, require_gallery
     from xcyto.plotting import save_figure
 
+    from xcyto.errors import DataError, XcytoError
+
+    if args.split != "none" and args.method == "tsne":
+        raise XcytoError("t-SNE cannot place new cells on its map (it has no transform); use --method umap or "
+                         "pca, or --split none to draw the training cells alone")
+    if args.split != "none" and args.data is None:
+        raise DataError("--data is needed to place cells (or --split none to draw the training map alone)")
     bundle = load(args.bundle)
     gallery = require_gallery(bundle)
     projection = gallery.projection(args.method)
     placement = None
     if args.split != "none":
-        if args.data is None:
-            from xcyto.errors import DataError
-
-            raise DataError("--data is needed to place cells (or --split none to draw the training map alone)")
         dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed)
         placement = place_cells(bundle, dataset, method=args.method, batch_size=args.batch_size, progress=True)
         print(f"placed {note} on the {projection.method} map: {int(placement.errors.sum())} misclassified "

@@ -12,7 +12,7 @@ Figures (``plot_embedding_map``, ``plot_gallery_map``) import matplotlib on firs
 """
 from xcyto.embedding.atypicality import Calibration, false_flag_rate
 from xcyto.embedding.embed import embed, embed_cells, thumbnail
-from xcyto.embedding.gallery import Gallery, Neighbour, build_gallery, load_gallery, require_gallery
+from xcyto.embedding.gallery import Gallery, Lookup, Neighbour, build_gallery, load_gallery, require_gallery
 from xcyto.embedding.place import Placement, place_cells
 from xcyto.embedding.projection import METHODS, EmbeddingMap
 from xcyto.embedding.search import NeighbourIndex
@@ -20,7 +20,7 @@ from xcyto.embedding.search import NeighbourIndex
 _FIGURES = ("plot_embedding_map", "plot_gallery_map")
 
 __all__ = [
-    "Calibration", "EmbeddingMap", "Gallery", "METHODS", "Neighbour", "NeighbourIndex", "Placement",
+    "Calibration", "EmbeddingMap", "Gallery", "Lookup", "METHODS", "Neighbour", "NeighbourIndex", "Placement",
     "build_gallery", "embed", "embed_cells", "false_flag_rate", "load_gallery", "place_cells",
     "require_gallery", "thumbnail", *_FIGURES,
 ]

@@ -1,18 +1,27 @@
-"""Atypicality: how unlike the training cells a cell is, from its k-th nearest neighbour.
+"""Atypicality: how unlike the training cells a cell is, calibrated on the training cells.
 
-The distance of a cell to its k-th nearest training cell (cosine distance, ``1 - cos``,
-in the model's embedding space; k = 5 by default) is large for inputs the model never
-saw anything like: debris, blank fields, cells of a stain or scanner it was not trained
-on, non-cell pictures. The score is calibrated on the training set itself: for every
-training cell the same distance is measured leave-one-out (its own row excluded), and
-a query's score is the percentile of its distance among those. A cell above the
-``percentile`` (99th by default) is flagged "unlike the training cells".
+Two views of the model's (unit-norm) embedding space, each turned into a percentile
+among the training cells, and their maximum calibrated once more:
 
-This is the k-NN out-of-distribution detector of Sun et al., "Out-of-distribution
-detection with deep nearest neighbors" (ICML 2022), with a percentile threshold taken
-from the training cells rather than from examples of outliers. By construction about
-1% of cells like the training cells are flagged too; measure the rate on held-out
-cells with :func:`false_flag_rate`.
+- **nearest neighbours**: the cosine distance (``1 - cos``) to the k-th nearest
+  training cell (k = 5), as in Sun et al., "Out-of-distribution detection with deep
+  nearest neighbors" (ICML 2022). Reference: every training cell's own distance,
+  leave-one-out (its own row excluded). Catches cells in empty regions between the
+  training clusters.
+- **spread**: the Mahalanobis distance to the training cells' mean, with a
+  Ledoit-Wolf shrinkage covariance (Lee et al., NeurIPS 2018, with one shared
+  Gaussian). Reference: 5-fold cross-fitted distances (each fold scored by a fit on
+  the other four, so a cell never calibrates its own fit). Catches inputs that leave
+  the subspace the training cells span. Small from-scratch CNNs need it: their
+  ReLU features all point into one orthant, and a blank field or noise can sit at an
+  unremarkable *cosine* distance while being far outside the training spread.
+
+Each view's distance is divided by the ``percentile`` (99th) of its training reference,
+so both read "1 = as far out as the 1% most unusual training cells"; the larger of the
+two is the combined value. A cell's **score** is the percentile (0-100) of its combined
+value among the training cells'; it is flagged "unlike the training cells" when the
+combined value exceeds the ``percentile`` of the training cells' combined values. About 1% of cells like the training cells are
+flagged by construction: measure the rate on held-out cells with :func:`false_flag_rate`.
 """
 from __future__ import annotations
 
@@ -26,26 +35,56 @@ from xcyto.embedding.search import NeighbourIndex
 DEFAULT_K = 5
 DEFAULT_PERCENTILE = 99.0
 MAX_CALIBRATION_CELLS = 20_000  # leave-one-out over more cells costs N^2 D and changes little
+CROSS_FIT_FOLDS = 5
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Sorted leave-one-out k-th neighbour distances of the training cells, and the threshold."""
+    """What scoring needs: sorted reference values of the training cells and the spread model.
+
+    ``knn_reference``: leave-one-out k-th neighbour cosine distances. ``spread_reference``:
+    cross-fitted Mahalanobis distances. ``combined_reference``: each cell's larger
+    scaled distance of the two. ``mean`` ``(D,)`` and ``whitening`` ``(D, D)``: the
+    Mahalanobis distance of ``x`` is ``|(x - mean) @ whitening|``.
+    """
 
     k: int
     percentile: float
-    reference: np.ndarray
+    knn_reference: np.ndarray
+    spread_reference: np.ndarray
+    combined_reference: np.ndarray
+    mean: np.ndarray
+    whitening: np.ndarray
 
     @property
     def threshold(self) -> float:
-        return float(np.percentile(self.reference, self.percentile))
+        """Combined value above which a cell is flagged (the ``percentile`` of the training cells)."""
+        return float(np.percentile(self.combined_reference, self.percentile))
 
-    def score(self, kth_distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile (0-100) of each distance among the training cells', and the flags."""
-        kth_distances = np.asarray(kth_distances, dtype=np.float64)
-        below_or_equal = np.searchsorted(self.reference, kth_distances, side="right")
-        scores = 100.0 * below_or_equal / len(self.reference)
-        return scores, kth_distances > self.threshold
+    def spread_distance(self, queries: np.ndarray) -> np.ndarray:
+        centred = np.asarray(queries, dtype=np.float32) - self.mean
+        return np.linalg.norm(centred @ self.whitening, axis=1).astype(np.float64)
+
+    def components(self, kth_distances: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour and spread distances, each divided by its training ``percentile``."""
+        return (np.asarray(kth_distances, dtype=np.float64) / _scale(self.knn_reference, self.percentile),
+                self.spread_distance(queries) / _scale(self.spread_reference, self.percentile))
+
+    def score(self, kth_distances: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``(B,)`` in 0-100 and flags ``(B,)`` for unit-norm ``queries`` ``(B, D)``
+        whose k-th neighbour cosine distances are ``kth_distances``."""
+        combined = np.maximum(*self.components(kth_distances, queries))
+        return _percentile_of(self.combined_reference, combined), combined > self.threshold
+
+
+def _scale(sorted_reference: np.ndarray, percentile: float) -> float:
+    return max(float(np.percentile(sorted_reference, percentile)), 1e-12)
+
+
+def _percentile_of(sorted_reference: np.ndarray, values) -> np.ndarray:
+    """Share (in %) of the reference at or below each value."""
+    values = np.asarray(values, dtype=np.float64)
+    return 100.0 * np.searchsorted(sorted_reference, values, side="right") / len(sorted_reference)
 
 
 def kth_distances(index: NeighbourIndex, queries: torch.Tensor, k: int,
@@ -55,23 +94,46 @@ def kth_distances(index: NeighbourIndex, queries: torch.Tensor, k: int,
     return (1.0 - result.similarities[:, -1].double()).clamp(min=0).numpy()
 
 
+def fit_spread(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D,)`` and whitening ``(D, D)`` of a Ledoit-Wolf shrinkage Gaussian."""
+    from sklearn.covariance import ledoit_wolf
+
+    data = np.asarray(embeddings, dtype=np.float64)
+    mean = data.mean(0)
+    covariance, _ = ledoit_wolf(data - mean, assume_centered=True)
+    variances, axes = np.linalg.eigh(covariance)
+    floor = max(float(variances.max(initial=0.0)), 1e-12) * 1e-6  # one cell or exact duplicates
+    whitening = axes / np.sqrt(np.maximum(variances, floor))
+    return mean.astype(np.float32), whitening.astype(np.float32)
+
+
 def calibrate(index: NeighbourIndex, k: int = DEFAULT_K, percentile: float = DEFAULT_PERCENTILE,
               max_cells: int = MAX_CALIBRATION_CELLS, batch_size: int = 1024, seed: int = 0) -> Calibration:
-    """Leave-one-out k-th neighbour distances of the gallery's own cells (a random
-    ``max_cells`` of them for very large galleries, each still searched against all)."""
+    """Reference values of the gallery's own cells (a random ``max_cells`` of them for
+    very large galleries; their neighbours are still searched among all cells)."""
     n_cells = len(index)
     if n_cells < 2:
         raise ValueError("atypicality needs a gallery of at least 2 cells")
     k = min(k, n_cells - 1)
-    rows = np.arange(n_cells)
-    if n_cells > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(n_cells, max_cells, replace=False))
-    distances = []
-    for start in range(0, len(rows), batch_size):
-        chunk = torch.from_numpy(rows[start:start + batch_size])
-        queries = index.matrix[index.position[chunk]]
-        distances.append(kth_distances(index, queries, k, exclude=chunk))
-    return Calibration(k=k, percentile=float(percentile), reference=np.sort(np.concatenate(distances)))
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n_cells) if n_cells <= max_cells else np.sort(rng.choice(n_cells, max_cells, replace=False))
+    vectors = index.matrix[index.position[torch.from_numpy(rows)]]  # gallery order, float32, unit norm
+    knn = np.concatenate([
+        kth_distances(index, vectors[start:start + batch_size], k, exclude=torch.from_numpy(rows[start:start + batch_size]))
+        for start in range(0, len(rows), batch_size)
+    ])
+    all_vectors = index.matrix.numpy()
+    spread = np.empty(len(rows))
+    folds = rng.permutation(len(rows)) % min(CROSS_FIT_FOLDS, len(rows))
+    for fold in np.unique(folds):
+        mean, whitening = fit_spread(vectors.numpy()[folds != fold])
+        spread[folds == fold] = np.linalg.norm((vectors.numpy()[folds == fold] - mean) @ whitening, axis=1)
+    mean, whitening = fit_spread(all_vectors)
+    knn_reference, spread_reference = np.sort(knn), np.sort(spread)
+    combined = np.maximum(knn / _scale(knn_reference, percentile), spread / _scale(spread_reference, percentile))
+    return Calibration(k=k, percentile=float(percentile), knn_reference=knn_reference,
+                       spread_reference=spread_reference, combined_reference=np.sort(combined),
+                       mean=mean, whitening=whitening)
 
 
 def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:
@@ -79,7 +141,7 @@ def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:
 
     Run it on held-out cells of the training distribution (e.g. the test split): the
     rate should be near ``100 - percentile`` percent (1%). Returns ``n``, ``flagged``,
-    ``rate``, ``per_class`` rates, ``k``, ``percentile`` and the distance ``threshold``.
+    ``rate``, ``per_class`` rates, ``k``, ``percentile`` and ``flagged_cell_ids``.
     """
     from xcyto.embedding.embed import embed_cells
     from xcyto.embedding.gallery import require_gallery
@@ -88,19 +150,14 @@ def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:
     embeddings = embed_cells(bundle, dataset.samples, batch_size=batch_size)
     _, flags = gallery.atypicality(torch.from_numpy(embeddings))
     labels = np.asarray(dataset.labels)
-    per_class = {}
-    for label, name in enumerate(dataset.classes):
-        members = labels == label
-        if members.any():
-            per_class[name] = float(flags[members].mean())
-    calibration = gallery.calibration
+    per_class = {name: float(flags[labels == label].mean())
+                 for label, name in enumerate(dataset.classes) if (labels == label).any()}
     return {
         "n": int(len(flags)),
         "flagged": int(flags.sum()),
         "rate": float(flags.mean()) if len(flags) else float("nan"),
         "per_class": per_class,
-        "k": calibration.k,
-        "percentile": calibration.percentile,
-        "threshold": calibration.threshold,
+        "k": gallery.calibration.k,
+        "percentile": gallery.calibration.percentile,
         "flagged_cell_ids": [sample.cell_id for sample, flag in zip(dataset.samples, flags) if flag],
     }

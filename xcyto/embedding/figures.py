@@ -9,7 +9,7 @@ import numpy as np
 from xcyto.plotting import class_colors, plt
 
 AXIS_NAMES = {"umap": "UMAP", "pca": "PC", "tsne": "t-SNE"}
-ERROR_COLOUR = "#d62728"
+ERROR_COLOUR = "black"  # not a class colour (tab10 has red)
 
 
 def plot_embedding_map(map_coords: np.ndarray, map_labels: np.ndarray, classes: list[str], *,
@@ -35,6 +35,8 @@ def plot_embedding_map(map_coords: np.ndarray, map_labels: np.ndarray, classes: 
                      alpha=0.3 if background else 0.8, linewidths=0,
                      label=f"{name} ({int(members.sum())})" if placed is None else None)
     if placed is not None:
+        # one legend entry for the faint dots (the training cells); the class entries are the placed cells
+        axis.scatter([], [], s=8, color="grey", alpha=0.5, linewidths=0, label=f"training cells ({len(map_coords)})")
         placed, placed_labels = np.asarray(placed), np.asarray(placed_labels)
         for label, name in enumerate(classes):
             members = placed_labels == label

@@ -8,7 +8,9 @@ Layout of ``bundle/gallery/`` (memory-mapped on load, nothing pickled)::
     embeddings.npy               (N, D) float16, L2-normalised embedding-layer outputs
     labels.npy                   (N,) int32
     thumbnails.npy               (N, T, T, 3) uint8, T = 96 by default
-    atypicality_reference.npy    (M,) float32, sorted leave-one-out k-th neighbour distances
+    atypicality_*.npy            calibration of the atypicality score (see atypicality.py):
+                                 sorted reference values (knn, spread, combined) and the
+                                 spread model (mean, whitening)
     projections/                 2-D maps, fitted on first use (see projection.py)
 
 A gallery belongs to the exact weights it was built with: loading it into a bundle
@@ -39,7 +41,8 @@ from xcyto.errors import BundleError, DataError
 FORMAT = "xcyto-gallery"
 FORMAT_VERSION = 1
 META_FILE = "gallery.json"
-ARRAYS = ("embeddings", "labels", "thumbnails", "atypicality_reference")
+CALIBRATION_ARRAYS = ("knn_reference", "spread_reference", "combined_reference", "mean", "whitening")
+ARRAYS = ("embeddings", "labels", "thumbnails", *(f"atypicality_{name}" for name in CALIBRATION_ARRAYS))
 
 
 @dataclass
@@ -52,6 +55,16 @@ class Neighbour:
     similarity: float
     group: str
     thumbnail: np.ndarray  # H x W x 3 uint8
+
+
+@dataclass
+class Lookup:
+    """What :meth:`Gallery.lookup` finds for a batch of queries, in one search pass."""
+
+    neighbours: list[list[Neighbour]]
+    nearest_per_class: list[dict[str, Neighbour]]
+    atypicality_scores: np.ndarray
+    atypical: np.ndarray
 
 
 @dataclass
@@ -122,10 +135,25 @@ class Gallery:
         return found
 
     def atypicality(self, query_embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Scores ``(B,)`` (percentile 0-100 of the k-th neighbour distance among the
-        training cells') and flags ``(B,)`` bool: True = unlike the training cells."""
-        distances = kth_distances(self.index, self._queries(query_embeddings), self.calibration.k)
-        return self.calibration.score(distances)
+        """Scores ``(B,)`` (percentile 0-100 among the training cells, see atypicality.py)
+        and flags ``(B,)`` bool: True = unlike the training cells."""
+        queries = self._queries(query_embeddings)
+        distances = kth_distances(self.index, queries, self.calibration.k)
+        return self.calibration.score(distances, queries.numpy())
+
+    def lookup(self, query_embeddings: torch.Tensor, k: int = 5) -> "Lookup":
+        """``neighbours``, ``nearest_per_class`` and ``atypicality`` from one search pass."""
+        queries = self._queries(query_embeddings)
+        depth = max(int(k), self.calibration.k)
+        result = self.index.search(queries, depth, per_class=True)
+        neighbours = [[self.neighbour(int(row), float(value)) for row, value in zip(rows[:k], values[:k])]
+                      for rows, values in zip(result.indices.tolist(), result.similarities.tolist())]
+        nearest = [{self.classes[label]: self.neighbour(row, value)
+                    for label, (row, value) in enumerate(zip(rows, values)) if row >= 0}
+                   for rows, values in zip(result.class_indices.tolist(), result.class_similarities.tolist())]
+        kth = (1.0 - result.similarities[:, self.calibration.k - 1].double()).clamp(min=0).numpy()
+        scores, flags = self.calibration.score(kth, queries.numpy())
+        return Lookup(neighbours, nearest, scores, flags)
 
     def _queries(self, query_embeddings) -> torch.Tensor:
         queries = torch.as_tensor(query_embeddings).detach().to("cpu", torch.float32)
@@ -195,8 +223,10 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
         "thumbnail_size": int(thumbnail_size),
         "source": {"dataset": dataset.name, "root": str(dataset.root) if dataset.root else None},
         "atypicality": {"k": calibration.k, "percentile": calibration.percentile,
-                        "threshold_distance": calibration.threshold,
-                        "calibration_cells": int(len(calibration.reference))},
+                        "threshold": calibration.threshold,
+                        "calibration_cells": int(len(calibration.knn_reference)),
+                        "method": "max of k-NN cosine distance (leave-one-out) and Ledoit-Wolf "
+                                  "Mahalanobis (5-fold cross-fitted) percentiles"},
         "cell_ids": [sample.cell_id for sample in samples],
         "groups": [str(sample.group) for sample in samples],
     }
@@ -205,7 +235,8 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         arrays = {"embeddings": stored, "labels": labels, "thumbnails": thumbnails,
-                  "atypicality_reference": calibration.reference.astype(np.float32)}
+                  **{f"atypicality_{name}": np.asarray(getattr(calibration, name), dtype=np.float32)
+                     for name in CALIBRATION_ARRAYS}}
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array, allow_pickle=False)
         (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
@@ -301,6 +332,6 @@ def _open(folder: Path, meta: dict | None = None) -> Gallery:
         raise BundleError(f"{folder}: gallery.json lists {len(meta['cell_ids'])} cell ids for {n_cells} cells")
     settings = meta["atypicality"]
     calibration = Calibration(k=int(settings["k"]), percentile=float(settings["percentile"]),
-                              reference=np.asarray(arrays["atypicality_reference"], dtype=np.float64))
+                              **{name: np.asarray(arrays[f"atypicality_{name}"]) for name in CALIBRATION_ARRAYS})
     return Gallery(path=folder, meta=meta, embeddings=arrays["embeddings"], labels=arrays["labels"],
                    thumbnails=arrays["thumbnails"], calibration=calibration)

@@ -3,7 +3,7 @@
 Each map stores the 2-D coordinates of every gallery cell. What a map keeps to place
 a *new* cell on it (``transform``) differs:
 
-- **PCA**: the fitted components and mean as ``.npy`` arrays; ``transform`` is exact.
+- **PCA**: the principal axes and mean as ``.npy`` arrays; ``transform`` is exact.
 - **UMAP**: a fitted ``umap.UMAP`` can only be saved by pickling it, and a pickle
   must never be loaded from a file someone else made. So only the training
   coordinates are kept, and ``transform`` re-implements the *first step* of UMAP's
@@ -84,7 +84,7 @@ class UMAPMap(EmbeddingMap):
         weights = umap_membership_weights(distances)
         positions = self.coords[result.indices.numpy()]  # (B, k, 2)
         placed = (weights[..., None] * positions).sum(1) / weights.sum(1, keepdims=True)
-        exact = distances[:, 0] <= 0  # as in umap: a point identical to a training point sits on it
+        exact = distances[:, 0] <= 1e-6  # as in umap: a point identical to a training point sits on it
         placed[exact] = positions[exact, 0]
         return placed.astype(np.float32)
 
@@ -120,13 +120,9 @@ def fit_map(method: str, embeddings: np.ndarray, index: NeighbourIndex, seed: in
     if n_cells < 3:
         raise XcytoError(f"a {method} map needs at least 3 gallery cells, the gallery has {n_cells}")
     if method == "pca":
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=seed).fit(embeddings)
-        components, mean = pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
+        components, mean, explained = fit_pca(embeddings)
         coords = ((embeddings - mean) @ components.T).astype(np.float32)
-        return PCAMap("pca", coords, {"explained_variance_ratio": pca.explained_variance_ratio_.tolist()},
-                      components=components, mean=mean)
+        return PCAMap("pca", coords, {"explained_variance_ratio": explained}, components=components, mean=mean)
     if method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -135,6 +131,26 @@ def fit_map(method: str, embeddings: np.ndarray, index: NeighbourIndex, seed: in
         coords = tsne.fit_transform(embeddings).astype(np.float32)
         return EmbeddingMap("tsne", coords, {"perplexity": perplexity, "metric": "cosine", "seed": seed})
     return _fit_umap(embeddings, index, seed)
+
+
+def fit_pca(embeddings: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Principal axes ``(n_components, D)``, mean ``(D,)`` and explained variance ratios.
+
+    The same axes as scikit-learn's ``PCA`` (eigenvectors of the covariance, each signed
+    so its largest-magnitude entry is positive), computed from the ``D x D`` covariance
+    in float64: exact, and no 3-second scikit-learn import at the end of training.
+    """
+    data = embeddings.astype(np.float64)
+    mean = data.mean(0)
+    centred = data - mean
+    covariance = centred.T @ centred / max(len(data) - 1, 1)
+    variances, vectors = np.linalg.eigh(covariance)  # ascending
+    top = np.argsort(variances)[::-1][:n_components]
+    components = vectors[:, top].T
+    signs = np.sign(components[np.arange(len(top)), np.abs(components).argmax(1)])
+    components *= np.where(signs == 0, 1, signs)[:, None]
+    explained = (variances[top] / max(variances.sum(), 1e-12)).tolist()
+    return components.astype(np.float32), mean.astype(np.float32), explained
 
 
 def _fit_umap(embeddings: np.ndarray, index: NeighbourIndex, seed: int) -> UMAPMap:

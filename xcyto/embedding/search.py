@@ -41,7 +41,9 @@ class NeighbourIndex:
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
         # Reading a memory-mapped float16 array row by row in class order, once.
-        self.matrix = torch.from_numpy(np.ascontiguousarray(np.asarray(embeddings)[order], dtype=np.float32))
+        matrix = torch.from_numpy(np.ascontiguousarray(np.asarray(embeddings)[order], dtype=np.float32))
+        # float16 storage leaves norms of 1 +- 1e-3: renormalise so a stored cell is at similarity 1 to itself
+        self.matrix = torch.nn.functional.normalize(matrix, dim=1)
         self.order = torch.from_numpy(order)
         self.position = torch.empty_like(self.order)
         self.position[self.order] = torch.arange(len(order))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from xcyto.errors import ExplainError
+from xcyto.errors import ExplainError, ModelError
 from xcyto.models import get_layer
 
 #: Environment variable: memory (MiB) that chunked methods may use; overrides the estimate.
@@ -73,11 +73,11 @@ class Context:
         handles = []
         captured: dict[str, torch.Tensor] = {}
         if self.layer is not None:
-            handles.append(get_layer(self.model, self.layer).register_forward_hook(self._layer_hook))
+            handles.append(_layer(self.model, self.layer).register_forward_hook(self._layer_hook))
         if self.embedding_layer is not None:
             def keep_embedding(module, inputs, output):
                 captured["embedding"] = output
-            handles.append(get_layer(self.model, self.embedding_layer).register_forward_hook(keep_embedding))
+            handles.append(_layer(self.model, self.embedding_layer).register_forward_hook(keep_embedding))
         key = (tuple(self.batch.shape[1:]), self.batch.dtype)
         measuring = key not in _ACTIVATION_BYTES.get(self.model, {})
         sizes: list[int] = []
@@ -181,6 +181,13 @@ class Context:
     def record(self, key: str, values: torch.Tensor) -> None:
         """Store a per-image diagnostic ``(B,)`` for the current method (e.g. IG's completeness gap)."""
         self.info.setdefault(self.method, {})[key] = values.detach()
+
+
+def _layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return get_layer(model, name)
+    except ModelError as error:
+        raise ExplainError(f"{error}; give a dotted module name such as 'backbone' or 'backbone.layer3'") from None
 
 
 def memory_budget(device: torch.device, memory_mb: float | None = None) -> int:

@@ -143,5 +143,6 @@ def describe_methods() -> str:
                      "yes" if method.signed else "no", method.passes or "-", options))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows]
-    aliases = ", ".join(f"{alias}->{name}" for alias, name in ALIASES.items() if alias.isidentifier() is False)
-    return "\n".join(lines) + f"\n\naliases: {aliases}"
+    aliases = ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items())
+    return ("\n".join(lines) + "\n\nlayer=None: the architecture's CAM layer from the model registry."
+            + f"\naliases: {aliases}")

@@ -91,7 +91,8 @@ def default_workers(device: torch.device) -> int:
     cores = os.cpu_count() or 1
     if device.type == "cuda":
         return min(8, cores)
-    return 0 if cores <= 2 else min(4, cores // 2)
+    # One worker overlaps augmentation (single-threaded there) with the model's threads.
+    return 1 if cores <= 2 else min(4, cores // 2)
 
 
 def train(config: TrainConfig | None = None, resume: bool = False, **settings) -> TrainResult:
@@ -246,13 +247,13 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     if context.is_main:
         bundle.save(run_dir / "bundle")
         shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)
-        if config.gallery:
-            _build_gallery(bundle, data)
         write_json_atomic(run_dir / "metrics.json", metrics)
         save_figure(plot_confusion_matrix(metrics["test"]["confusion_matrix"], data.classes,
                                           title=f"{bundle_config['name']} ({metrics['evaluated_on']})"),
                     run_dir / "confusion_matrix.png")
         save_figure(plot_learning_curves(state["history"]), run_dir / "learning_curves.png")
+        if config.gallery:
+            _build_gallery(bundle, data)
         test = metrics["test"]
         print(f"{metrics['evaluated_on']}: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
               f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} (T={temperature:.2f}); bundle: {run_dir / 'bundle'}")

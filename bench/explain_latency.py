@@ -1,0 +1,204 @@
+"""Latency of explanation methods: ours (batched) vs the floor vs the naive way, in one run.
+
+For each model and method, milliseconds per cell for one cell and for a batch:
+
+- ours: ``xcyto.explain.explain_batch`` with that method alone (its shared forward included);
+- floor: the bare passes the method needs, timed in the same run on the same inputs:
+  1 forward+backward for the gradient CAMs and saliency, ``steps`` forward+backward for
+  integrated gradients (in the same chunks ours uses), ``samples`` for SmoothGrad;
+- naive: the libraries called one image at a time with their defaults
+  (``pytorch_grad_cam.GradCAM`` on the same layer; captum ``IntegratedGradients`` with
+  the same number of steps and no ``internal_batch_size``).
+
+Then ``xcyto.explain()`` of one cell, end to end (image -> Explanation with Grad-CAM, IG
+and neighbours), for efficientnet_lite0 when it is among the models.
+
+    python bench/explain_latency.py                 # full: batch 32, IG 32 steps, 3 repeats
+    python bench/explain_latency.py --quick         # about a minute on 2 CPU cores
+    python bench/explain_latency.py --models resnet18 --batch 8 --methods gradcam,smoothgrad
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xcyto.explain import explain_batch, get_method  # noqa: E402
+from xcyto.explain.context import Context  # noqa: E402
+from xcyto.models import create, get_layer, get_spec  # noqa: E402
+
+FLOOR_PASSES = {"gradcam": 1, "gradcampp": 1, "hirescam": 1, "layercam": 1, "saliency": 1, "guided_gradcam": 2}
+
+
+def now(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def timed(function, device, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = now(device)
+        function()
+        times.append(now(device) - start)
+    return statistics.median(times)
+
+
+def forward_backward(model, rows: torch.Tensor, chunk: int) -> None:
+    """The bare passes: forward and input-gradient backward of ``rows``, in chunks."""
+    for part in rows.split(chunk):
+        inputs = part.detach().requires_grad_(True)
+        torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
+
+
+def floor_function(model, batch, method: str, options: dict):
+    name = get_method(method).name
+    if name in ("integrated_gradients", "smoothgrad"):
+        count = options["steps"] if name == "integrated_gradients" else options.get("samples", 16)
+        context = Context(model, batch, layer=None, embedding_layer=None)
+        chunk = options.get("internal_batch_size") or context.rows_per_chunk(backward=True)
+        rows = batch.repeat(count, 1, 1, 1)
+        return lambda: forward_backward(model, rows, chunk), f"{count} fwd+bwd (chunks of {chunk})"
+    passes = FLOOR_PASSES.get(name)
+    if passes is None:
+        return None, "-"
+    return lambda: [forward_backward(model, batch, batch.shape[0]) for _ in range(passes)], f"{passes} fwd+bwd"
+
+
+def naive_function(model, batch, method: str, options: dict, layer: str):
+    name = get_method(method).name
+    targets = [0] * batch.shape[0]
+    if name == "gradcam":
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam = GradCAM(model=model, target_layers=[get_layer(model, layer)])
+        return lambda: [cam(image[None], targets=[ClassifierOutputTarget(t)]) for image, t in zip(batch, targets)]
+    if name == "integrated_gradients":
+        from captum.attr import IntegratedGradients
+
+        ig = IntegratedGradients(model)
+        return lambda: [ig.attribute(image[None], target=t, n_steps=options["steps"]) for image, t in zip(batch, targets)]
+    return None
+
+
+def bench_model(name: str, args, device) -> list[dict]:
+    spec = get_spec(name)
+    model = create(name, num_classes=5).eval().to(device)
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for batch_size in sorted({1, args.batch}):
+        batch = torch.randn(batch_size, 3, args.size, args.size, generator=generator).to(device)
+        for method in args.methods:
+            method_name = get_method(method).name
+            options = {k: v for k, v in {"steps": args.steps, "samples": args.samples}.items()
+                       if k in get_method(method).options}
+            ours = timed(lambda: explain_batch(model, batch, [method_name], targets=0, layer=spec.cam_layer,
+                                               normalise=None, options=options), device, args.repeats)
+            floor, floor_label = floor_function(model, batch, method_name, {**options, "steps": args.steps})
+            floor_seconds = timed(floor, device, args.repeats) if floor else float("nan")
+            naive = None if args.no_naive else naive_function(model, batch, method_name, {"steps": args.steps},
+                                                              spec.cam_layer)
+            naive_seconds = timed(naive, device, max(1, args.repeats - 1)) if naive else float("nan")
+            rows.append({"model": name, "method": method_name, "batch": batch_size,
+                         "ours": ours / batch_size * 1000, "floor": floor_seconds / batch_size * 1000,
+                         "floor_label": floor_label, "naive": naive_seconds / batch_size * 1000})
+            print_row(rows[-1], flush=True)
+    return rows
+
+
+def print_header() -> None:
+    print("| model | method | batch | ours ms/cell | floor ms/cell | ours / floor | floor is | naive ms/cell | naive / ours |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|")
+
+
+def print_row(row: dict, flush: bool = False) -> None:
+    ratio = row["ours"] / row["floor"] if row["floor"] == row["floor"] else float("nan")
+    speedup = row["naive"] / row["ours"] if row["naive"] == row["naive"] else float("nan")
+    print(f"| {row['model']} | {row['method']} | {row['batch']} | {row['ours']:.1f} | {row['floor']:.1f} | "
+          f"{ratio:.2f} | {row['floor_label']} | {row['naive']:.1f} | {speedup:.1f}x |", flush=flush)
+
+
+def bench_end_to_end(args, device) -> None:
+    """``xcyto.explain()`` of one cell: image -> Explanation with Grad-CAM + IG + neighbours."""
+    from xcyto.explain import explain
+    from xcyto.explain.api import default_bundle_path, resolve_bundle
+
+    demo = default_bundle_path()
+    if demo.is_dir() and resolve_bundle(demo).architecture == "efficientnet_lite0" and args.size == 224:
+        bundle, where = resolve_bundle(demo), f"demo bundle {demo}"
+    else:
+        bundle, where = temporary_bundle(args), "untrained lite0 bundle with a gallery of random cells"
+    bundle.to(device)
+    rng = np.random.default_rng(0)
+    image = (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
+    options = dict(methods=("gradcam", "integrated_gradients"), neighbours=8, steps=args.steps)
+    seconds = timed(lambda: explain(image, bundle, **options), device, args.repeats)
+    explanation = explain(image, bundle, **options)
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in explanation.timings_ms.items())
+    print(f"\nexplain() of one cell, {bundle.architecture} at {bundle.input_size} px, Grad-CAM + IG "
+          f"({args.steps} steps) + {len(explanation.neighbours)} neighbours ({where}): "
+          f"{seconds * 1000:.0f} ms  [{parts} ms]")
+
+
+def temporary_bundle(args):
+    from xcyto.bundle import Bundle
+    from xcyto.data import CellDataset, CellSample
+    from xcyto.embedding import build_gallery
+
+    spec = get_spec("efficientnet_lite0")
+    classes = [f"class{i}" for i in range(5)]
+    bundle = Bundle(model=create("efficientnet_lite0", num_classes=5).eval(),
+                    config={"architecture": "efficientnet_lite0", "classes": classes, "input_size": args.size,
+                            "mean": list(spec.mean), "std": list(spec.std)})
+    bundle.save(Path(tempfile.mkdtemp(prefix="xcyto-bench-")) / "bundle")
+    rng = np.random.default_rng(1)
+    samples = [CellSample(image=(rng.random((64, 64, 3)) * 255).astype(np.uint8), label=i % 5,
+                          class_name=classes[i % 5], cell_id=f"c{i}", group=f"g{i}") for i in range(args.gallery_cells)]
+    build_gallery(bundle, CellDataset(samples=samples, classes=classes, name="random"))
+    return bundle
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="efficientnet_lite0,resnet18")
+    parser.add_argument("--methods", default="gradcam,integrated_gradients")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=32, help="IG steps")
+    parser.add_argument("--samples", type=int, default=16, help="SmoothGrad samples")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gallery-cells", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-naive", action="store_true", help="skip the per-image library baselines")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 1 repeat: about a minute on 2 CPU cores")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.repeats, args.gallery_cells = min(args.batch, 8), 1, 16
+    args.models = [m for m in args.models.split(",") if m]
+    args.methods = [m for m in args.methods.split(",") if m]
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"explain latency on {name}, {args.size} px, IG {args.steps} steps, batch {args.batch}, "
+          f"median of {args.repeats}; torch {torch.__version__}\n")
+    print_header()
+    for model in args.models:
+        bench_model(model, args, device)
+    if "efficientnet_lite0" in args.models:
+        bench_end_to_end(args, device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

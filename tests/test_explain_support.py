@@ -1,0 +1,74 @@
+"""Bundles shared by the explanation and evaluation tests, built once per test session.
+
+(No tests here: imported by ``test_explain*.py`` and ``test_evaluation*.py``.)
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xcyto.bundle import Bundle
+from xcyto.models import create, get_spec
+
+CLASSES = ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"]
+
+
+@functools.lru_cache(maxsize=None)
+def untrained_bundle_path(size: int = 48) -> Path:
+    """A small_cnn bundle with random weights (seeded) and no gallery."""
+    torch.manual_seed(0)
+    spec = get_spec("small_cnn")
+    bundle = Bundle(model=create("small_cnn", num_classes=len(CLASSES), weights=None).eval(),
+                    config={"architecture": "small_cnn", "classes": CLASSES, "input_size": size,
+                            "mean": list(spec.mean), "std": list(spec.std), "temperature": 1.5,
+                            "name": "untrained-small-cnn"})
+    return bundle.save(Path(tempfile.mkdtemp(prefix="xcyto-explain-tests-")) / "bundle")
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_bundle_path() -> Path:
+    """A small_cnn trained for seconds on synthetic cells (tests/tiny.py), with its gallery."""
+    if importlib.util.find_spec("xcyto.data.synthetic") is None:
+        pytest.skip("xcyto.data.synthetic (the synthetic cell generator) is not available")
+    from tests.tiny import make_tiny_bundle
+
+    return make_tiny_bundle(Path(tempfile.mkdtemp(prefix="xcyto-explain-tiny-"))).path
+
+
+def cell(seed: int = 0, size: tuple[int, int] = (60, 52)) -> np.ndarray:
+    """A light background, a pink cell and a dark nucleus off-centre: ``H x W x 3`` uint8."""
+    return cell_with_masks(seed, size)[0]
+
+
+def cell_with_masks(seed: int = 0, size: tuple[int, int] = (60, 52)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image, nucleus mask, whole-cell mask)`` of :func:`cell`."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    yy, xx = np.mgrid[:height, :width]
+    centre = (height * rng.uniform(0.4, 0.6), width * rng.uniform(0.4, 0.6))
+    radius = np.hypot(yy - centre[0], xx - centre[1])
+    image = np.full((height, width, 3), (228, 222, 216), dtype=np.float64)
+    whole, nucleus = radius < 0.38 * min(size), radius < 0.12 * min(size)
+    image[whole] = (205, 140, 170)
+    image[nucleus] = (70, 50, 120)
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), nucleus, whole
+
+
+def cells_dataset(n: int = 8):
+    """A CellDataset of :func:`cell_with_masks` cells (nucleus and whole-cell masks, no evidence)."""
+    from xcyto.data import CellDataset, CellSample
+
+    samples = []
+    for index in range(n):
+        image, nucleus, whole = cell_with_masks(index)
+        samples.append(CellSample(image=image, label=index % len(CLASSES), class_name=CLASSES[index % len(CLASSES)],
+                                  cell_id=f"cell-{index}", group=f"slide-{index}", nucleus_mask=nucleus,
+                                  cytoplasm_mask=whole))
+    return CellDataset(samples=samples, classes=list(CLASSES), name="test-cells")

@@ -1,0 +1,149 @@
+"""The result of explaining one cell: numbers, maps, overlays, neighbours and settings.
+
+An :class:`Explanation` renders itself (``plot``, ``_repr_html_`` in Jupyter,
+``save``) and serialises to JSON (``to_dict``). Maps are at the model's input
+resolution, over ``image``, the cell as the model saw it (padded to square, resized).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xcyto.explain.registry import get_method
+
+
+@dataclass
+class Heatmap:
+    """One method's map of one cell.
+
+    ``raw``: ``H x W`` float32 as the method computes it (signed where ``signed``:
+    negative = evidence against the target). ``display``: ``clip(max(raw, 0) / scale,
+    0, 1)``, ``scale`` being the 99th percentile of ``|raw|`` over this map
+    (``normalise="individual"``) or over all cells explained together
+    (``"shared"``). ``overlay``: ``H x W x 3`` uint8, the display map in
+    ``HEATMAP_CMAP`` blended over the cell (opacity grows with the value).
+    ``info``: diagnostics such as IG's ``completeness_gap``.
+    """
+
+    method: str
+    raw: np.ndarray
+    display: np.ndarray
+    overlay: np.ndarray
+    scale: float
+    signed: bool
+    normalise: str
+    settings: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        out = {"method": self.method, "signed": self.signed, "scale": self.scale, "normalise": self.normalise,
+               "settings": self.settings, "info": self.info,
+               "raw_sum": float(self.raw.sum()), "raw_min": float(self.raw.min()), "raw_max": float(self.raw.max())}
+        if arrays:
+            out.update(raw=self.raw.tolist(), display=self.display.tolist())
+        return out
+
+
+@dataclass
+class Explanation:
+    """Why the model said what it said about one cell.
+
+    ``predicted`` and ``probabilities`` (temperature-calibrated, per class) describe the
+    prediction; ``target`` is the class the maps explain (the prediction unless asked
+    otherwise). ``heatmaps`` maps method name -> :class:`Heatmap`. ``neighbours``,
+    ``nearest_per_class`` and ``atypicality``/``atypical`` come from the bundle's
+    gallery (empty/None without one). ``settings`` records what produced it.
+    """
+
+    image: np.ndarray
+    classes: list[str]
+    probabilities: dict[str, float]
+    predicted: str
+    target: str
+    heatmaps: dict[str, Heatmap]
+    neighbours: list = field(default_factory=list)
+    nearest_per_class: dict = field(default_factory=dict)
+    atypicality: float | None = None
+    atypical: bool | None = None
+    settings: dict = field(default_factory=dict)
+    source: str | None = None
+    embedding: np.ndarray | None = None
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        """Calibrated probability of the predicted class."""
+        return self.probabilities[self.predicted]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.heatmaps)
+
+    def heatmap(self, method: str) -> Heatmap:
+        """The heatmap of ``method`` (aliases such as ``"ig"`` work)."""
+        return self.heatmaps[method if method in self.heatmaps else get_method(method).name]
+
+    def __repr__(self) -> str:
+        return (f"Explanation(predicted={self.predicted!r} ({self.confidence:.2f}), target={self.target!r}, "
+                f"methods={self.methods}, neighbours={len(self.neighbours)}, source={self.source!r})")
+
+    # -- rendering (render.py) ------------------------------------------------------------
+    def plot(self, methods=None, max_neighbours: int = 8):
+        """One matplotlib figure: the cell, each overlay, probability bars, neighbours."""
+        from xcyto.explain.render import plot_explanation
+
+        return plot_explanation(self, methods=methods, max_neighbours=max_neighbours)
+
+    def _repr_html_(self) -> str:
+        from xcyto.explain.render import explanation_html
+
+        return explanation_html(self)
+
+    def save(self, directory, name: str = "explanation", arrays: bool = False) -> dict[str, Path]:
+        """Write ``<name>.png`` (figure), ``<name>.json``, ``<name>_cell.png`` and
+        ``<name>_<method>.png`` overlays (and ``<name>_<method>.npy`` raw maps with
+        ``arrays``) into ``directory``, each file atomically. Returns the paths."""
+        from xcyto.explain.render import save_explanation
+
+        return save_explanation(self, directory, name=name, arrays=arrays)
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        """JSON-serialisable summary; maps, image and thumbnails only with ``arrays=True``."""
+        out = {
+            "source": self.source,
+            "predicted": self.predicted,
+            "confidence": self.confidence,
+            "target": self.target,
+            "probabilities": dict(self.probabilities),
+            "classes": list(self.classes),
+            "heatmaps": {name: heatmap.to_dict(arrays) for name, heatmap in self.heatmaps.items()},
+            "neighbours": [_neighbour_dict(n, arrays) for n in self.neighbours],
+            "nearest_per_class": {name: _neighbour_dict(n, arrays) for name, n in self.nearest_per_class.items()},
+            "atypicality": self.atypicality,
+            "atypical": self.atypical,
+            "settings": self.settings,
+            "timings_ms": self.timings_ms,
+        }
+        if arrays:
+            out["image"] = self.image.tolist()
+            out["embedding"] = None if self.embedding is None else self.embedding.tolist()
+        return out
+
+
+def _neighbour_dict(neighbour, arrays: bool) -> dict:
+    out = {key: _plain(getattr(neighbour, key, None))
+           for key in ("cell_id", "class_name", "label", "similarity", "group")}
+    thumbnail = getattr(neighbour, "thumbnail", None)
+    if arrays and thumbnail is not None:
+        out["thumbnail"] = np.asarray(thumbnail).tolist()
+    return out
+
+
+def _plain(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
