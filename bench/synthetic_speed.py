@@ -1,0 +1,55 @@
+"""Synthetic cell generator speed on one core, against reading the same cells from disk.
+
+The baseline, timed in the same run, decodes the same number of cells from BMP files
+of the same size (what a loader of a real dataset does per cell). Target: at least
+500 cells per second at 128 px.
+
+    python bench/synthetic_speed.py [--n 500]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from xcyto.data.io import read_image
+from xcyto.data.synthetic import make_dataset
+
+TARGET_AT_128 = 500
+
+
+def cells_per_second(function, n: int) -> float:
+    started = time.perf_counter()
+    function()
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--sizes", default="64,128,224")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)  # one core
+    print(f"{args.n} cells per size, one core\n")
+    print("| size (px) | generate (cells/s) | read BMP from disk (cells/s) | generate / read | target |")
+    print("|---:|---:|---:|---:|---|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        make_dataset(10, seed=99, size=size)  # warm-up
+        generated = cells_per_second(lambda: make_dataset(args.n, seed=0, size=size), args.n)
+        with tempfile.TemporaryDirectory() as folder:
+            paths = []
+            for index, cell in enumerate(make_dataset(min(args.n, 50), seed=1, size=size).samples):
+                path = Path(folder) / f"{index}.bmp"
+                cv2.imwrite(str(path), cell.image)
+                paths.append(path)
+            files = [paths[i % len(paths)] for i in range(args.n)]
+            read = cells_per_second(lambda: [read_image(p) for p in files], args.n)
+        target = f">= {TARGET_AT_128} ({'met' if generated >= TARGET_AT_128 else 'missed'})" if size == 128 else ""
+        print(f"| {size} | {generated:.0f} | {read:.0f} | {generated / read:.2f} | {target} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

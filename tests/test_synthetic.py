@@ -1,0 +1,96 @@
+"""Synthetic cells: deterministic, well-formed masks, no colour shortcut, readable as SIPaKMeD."""
+import cv2
+import numpy as np
+import pytest
+
+from xcyto.data import load_dataset
+from xcyto.data.synthetic import CLASSES, generate_cell, make_dataset, write_sipakmed_layout
+from xcyto.errors import DataError
+
+
+def test_same_seed_same_cells_and_cell_i_independent_of_n():
+    first, again, longer = make_dataset(20, seed=3), make_dataset(20, seed=3), make_dataset(30, seed=3)
+    other = make_dataset(20, seed=4)
+    for a, b, c in zip(first.samples, again.samples, longer.samples):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.image, c.image)
+        assert a.cell_id == b.cell_id
+    assert not all(np.array_equal(a.image, d.image) for a, d in zip(first.samples, other.samples))
+
+
+def test_cells_are_well_formed_and_balanced():
+    dataset = make_dataset(50, seed=0, size=96)
+    assert dataset.classes == CLASSES
+    assert np.bincount(dataset.labels, minlength=5).tolist() == [10] * 5
+    for cell in dataset.samples:
+        assert cell.image.shape == (96, 96, 3) and cell.image.dtype == np.uint8
+        for mask in (cell.nucleus_mask, cell.cytoplasm_mask, cell.evidence_mask):
+            assert mask.shape == (96, 96) and mask.dtype == bool and mask.any()
+        assert not (cell.nucleus_mask & ~cell.cytoplasm_mask).any()  # nucleus inside the cell
+        assert not (cell.evidence_mask & ~cell.cytoplasm_mask).any()
+        # the nucleus is darker than the cell's cytoplasm around it
+        cytoplasm = cell.cytoplasm_mask & ~cell.nucleus_mask
+        assert cell.image[cell.nucleus_mask].mean() < cell.image[cytoplasm].mean()
+    groups = dataset.groups
+    assert len(set(groups)) == 15  # clusters of 4 cells of one class (the last ones of 2)
+    assert all(len({c.class_name for c in dataset.samples if c.group == g}) == 1 for g in set(groups))
+
+
+def test_morphology_differs_by_class_in_size_and_ratio():
+    dataset = make_dataset(200, seed=1, size=128)
+    def mean_of(name, measure):
+        return np.mean([measure(c) for c in dataset.samples if c.class_name == name])
+    cell_area = lambda c: c.cytoplasm_mask.sum()
+    ratio = lambda c: c.nucleus_mask.sum() / c.cytoplasm_mask.sum()
+    assert mean_of("Superficial-Intermediate", cell_area) > 2 * mean_of("Parabasal", cell_area)
+    assert mean_of("Parabasal", ratio) > 3 * mean_of("Superficial-Intermediate", ratio)
+    assert mean_of("Metaplastic", ratio) > mean_of("Superficial-Intermediate", ratio)
+
+
+def test_shared_palette_gives_no_colour_shortcut_for_three_classes():
+    """Mean cytoplasm colour of Parabasal, Metaplastic and Superficial-Intermediate overlaps."""
+    dataset = make_dataset(300, seed=2, size=96)
+    def hue_ratios(name):
+        values = []
+        for cell in dataset.samples:
+            if cell.class_name == name:
+                pixels = cell.image[cell.cytoplasm_mask & ~cell.nucleus_mask].astype(float)
+                values.append(pixels[:, 0].mean() / pixels[:, 2].mean())  # red / blue
+        return np.array(values)
+    shared = {name: hue_ratios(name) for name in ("Parabasal", "Metaplastic", "Superficial-Intermediate")}
+    for a in shared:
+        for b in shared:
+            low = max(np.percentile(shared[a], 10), np.percentile(shared[b], 10))
+            high = min(np.percentile(shared[a], 90), np.percentile(shared[b], 90))
+            assert high > low, (a, b)  # central ranges overlap: colour alone cannot tell them apart
+    orange = hue_ratios("Dyskeratotic")
+    assert np.median(orange) > np.percentile(shared["Parabasal"], 90)  # keratin stays orange
+
+
+def test_bad_requests_are_clear_errors():
+    with pytest.raises(DataError, match="unknown synthetic class"):
+        generate_cell("Unicorn", 0)
+    with pytest.raises(DataError, match="32 to 512"):
+        generate_cell("Parabasal", 0, size=8)
+    with pytest.raises(DataError, match="n must be"):
+        make_dataset(0)
+
+
+def test_written_sipakmed_layout_reads_back_with_masks(tmp_path):
+    original = make_dataset(15, seed=5, size=96)
+    write_sipakmed_layout(tmp_path, n=15, seed=5, size=96)
+    crops = sorted(tmp_path.glob("im_*/CROPPED/*.bmp"))
+    assert len(crops) == 15 and all(p.name[3] == "_" for p in crops)
+    lines = (crops[0].with_name(crops[0].stem + "_nuc.dat")).read_text().splitlines()
+    assert all(len(line.split(",")) == 2 for line in lines)
+    loaded = load_dataset(tmp_path)
+    assert loaded.layout == "sipakmed" and loaded.classes == CLASSES and len(loaded) == 15
+    by_image = {cell.image.tobytes(): cell for cell in original.samples}
+    for cell in loaded.samples:
+        source = by_image[cell.image.tobytes()]
+        assert cell.class_name == source.class_name
+        # One contour per file, as in SIPaKMeD: the largest region, so it lies inside the source mask,
+        # and it is the whole mask where the source has a single region.
+        for mine, theirs in ((cell.cytoplasm_mask, source.cytoplasm_mask), (cell.nucleus_mask, source.nucleus_mask)):
+            assert (mine & theirs).sum() / mine.sum() > 0.85
+            if cv2.connectedComponents(theirs.astype(np.uint8))[0] == 2:  # background + one region
+                assert (mine & theirs).sum() / (mine | theirs).sum() > 0.8
