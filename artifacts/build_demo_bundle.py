@@ -1,5 +1,5 @@
 """Rebuild the shipped demo bundle: EfficientNet-Lite0 (offline ImageNet weights)
-fine-tuned on synthetic Pap cells, with its gallery and example cells.
+fine-tuned on synthetic Pap cells at 112 px, with its gallery and example cells.
 
     make artifacts            # or: python artifacts/build_demo_bundle.py
 
@@ -21,8 +21,8 @@ from xcyto.data.synthetic import make_dataset
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = dict(
-    data="synthetic", synthetic_n=1000, synthetic_size=128, model="efficientnet_lite0", image_size=128,
-    epochs=8, batch_size=32, lr=2e-3, backbone_lr_mult=0.3, patience=3, seed=0, gallery=True,
+    data="synthetic", synthetic_n=700, synthetic_size=112, model="efficientnet_lite0", image_size=112,
+    epochs=6, batch_size=32, lr=2e-3, backbone_lr_mult=0.3, patience=3, seed=0, gallery=True,
 )
 EXAMPLE_SEED = 12345  # examples come from another seed than the training cells
 EXAMPLES_PER_CLASS = 2

@@ -250,3 +250,17 @@ def test_cli_gallery_build_and_flag_rate(tiny, tmp_path, capsys):
     assert json.loads(report.read_text())["split"] == "test"
     assert cli_main(["project", "--bundle", str(copy), "--data", "synthetic", "--method", "tsne",
                      "--out", str(tmp_path / "tsne.png")]) == 2  # t-SNE cannot place new cells
+
+
+def test_map_figure_with_a_query_and_errors(tiny, gallery, held_out, tmp_path):
+    from xcyto.embedding import plot_gallery_map
+    from xcyto.plotting import save_figure
+
+    query = embed(tiny, tiny.preprocess([held_out[0].image]))[0]
+    errors = np.zeros(len(gallery), dtype=bool)
+    errors[:3] = True
+    figure = plot_gallery_map(gallery, "pca", errors=errors, query_embedding=query)
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "query cell" in labels and "misclassified (3)" in labels
+    with Image.open(save_figure(figure, tmp_path / "map.png")) as image:
+        assert image.size[0] > 300

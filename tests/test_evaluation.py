@@ -48,8 +48,10 @@ def _quadrant_map(scores, size: int = 16) -> torch.Tensor:
 
 def test_deletion_and_insertion_reward_the_map_that_points_at_the_evidence():
     model, images, target = CornerModel(), torch.ones(1, 3, 16, 16), torch.tensor([1])
-    right = deletion_insertion(model, images, _quadrant_map(((4, 3), (2, 1))), target, steps=8, insertion_baseline="black")
-    wrong = deletion_insertion(model, images, _quadrant_map(((1, 2), (3, 4))), target, steps=8, insertion_baseline="black")
+    right = deletion_insertion(model, images, _quadrant_map(((4, 3), (2, 1))), target, steps=8,
+                               deletion_baseline="black", insertion_baseline="black")
+    wrong = deletion_insertion(model, images, _quadrant_map(((1, 2), (3, 4))), target, steps=8,
+                               deletion_baseline="black", insertion_baseline="black")
     full, empty = torch.sigmoid(torch.tensor(4.0)).item(), 0.5
     for curves in (right, wrong):
         assert curves.deletion[0, 0].item() == pytest.approx(full) and curves.deletion[0, -1].item() == pytest.approx(empty)

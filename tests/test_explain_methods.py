@@ -131,13 +131,16 @@ def test_gradcam_agrees_with_grad_cam_on_resnet18_and_an_inner_layer():
 
 
 def test_eigencam_is_grad_cams_projection_with_a_fixed_sign(small_cnn, images):
-    context = Context(small_cnn, images)
-    context.method = "eigencam"
-    ours = get_method("eigencam").compute(small_cnn, images, context.forward().argmax(1), context)
-    projection = torch.from_numpy(get_2d_projection(context.activations.numpy()))
-    for mine, theirs in zip(ours, projection):
-        sign = 1.0 if (mine * theirs).sum() >= 0 else -1.0
-        torch.testing.assert_close(mine, sign * theirs, atol=1e-4, rtol=1e-3)
+    for layer in ("backbone", "backbone.block1"):  # fewer positions than channels, and more
+        context = Context(small_cnn, images, layer=layer)
+        context.method = "eigencam"
+        ours = get_method("eigencam").compute(small_cnn, images, context.forward().argmax(1), context)
+        projection = torch.from_numpy(get_2d_projection(context.activations.numpy()))
+        activity = context.activations.sum(dim=1)
+        for mine, theirs, total in zip(ours, projection, activity):
+            sign = 1.0 if (mine * theirs).sum() >= 0 else -1.0
+            torch.testing.assert_close(mine, sign * theirs, atol=1e-4 * theirs.abs().max().item(), rtol=1e-3)
+            assert (mine * (total - total.mean())).sum() >= 0  # the sign follows the activations
     with EigenCAM(model=small_cnn, target_layers=[small_cnn.backbone]) as cam:
         assert cam(images, targets=None).shape == (2, 32, 32)  # the reference runs on the same layer
 

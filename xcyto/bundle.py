@@ -17,16 +17,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xcyto import __version__
+from xcyto.atomic import atomic_dir, write_json_atomic
 from xcyto.errors import BundleError, ModelError
 from xcyto.models import CellClassifier, create, get_spec
 
@@ -35,6 +34,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "bundle.json"
 GALLERY_DIR = "gallery"
+SPLIT_FILE = "split.csv"
 REQUIRED_KEYS = ("architecture", "classes", "input_size", "mean", "std")
 
 
@@ -44,27 +44,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2, default=_json_default)
-        stream.write("\n")
-    os.replace(temporary, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @dataclass
@@ -150,37 +129,22 @@ class Bundle:
 
     # -- saving -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the bundle to ``path`` atomically (a gallery already there is kept)."""
+        """Write the bundle to ``path`` atomically (a gallery or split already there is kept)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
+        with atomic_dir(path) as staging:
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, staging / WEIGHTS_FILE)
             config = dict(self.config)
             config.update(format=FORMAT, format_version=FORMAT_VERSION, xcyto_version=__version__)
             config["weights_sha256"] = file_sha256(staging / WEIGHTS_FILE)
             write_json_atomic(staging / CONFIG_FILE, config)
-            old_gallery = path / GALLERY_DIR
-            if old_gallery.is_dir() and old_gallery != staging / GALLERY_DIR:
-                shutil.copytree(old_gallery, staging / GALLERY_DIR)
-            _replace_dir(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            for kept in (GALLERY_DIR, SPLIT_FILE):
+                if (path / kept).is_dir():
+                    shutil.copytree(path / kept, staging / kept)
+                elif (path / kept).is_file():
+                    shutil.copyfile(path / kept, staging / kept)
         self.config, self.path, self._weights_sha256 = config, path, config["weights_sha256"]
         return path
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an existing folder with as small a gap as possible."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, retired)
-        os.replace(new, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:

@@ -6,7 +6,6 @@ heatmap uses ``HEATMAP_CMAP``, so figures can be read side by side.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # figures are written to files; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from xcyto.atomic import atomic_path  # noqa: E402
 
 HEATMAP_CMAP = "inferno"
 _PALETTE = plt.get_cmap("tab10").colors
@@ -26,17 +27,12 @@ def class_colors(classes: list[str]) -> dict[str, tuple[float, float, float]]:
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a figure atomically (temporary file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
     finally:
-        Path(temporary).unlink(missing_ok=True)
         plt.close(figure)
-    return path
+    return Path(path)
 
 
 def plot_confusion_matrix(matrix, classes: list[str], title: str = "Confusion matrix"):

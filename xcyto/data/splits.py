@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xcyto.atomic import write_text_atomic
 from xcyto.data.io import DataWarning
 from xcyto.data.records import CellDataset
 from xcyto.errors import DataError, LeakageError
@@ -207,9 +208,7 @@ def manifest_text(dataset: CellDataset, split: Split) -> str:
 def save_split_manifest(dataset: CellDataset, split: Split, path) -> str:
     """Write the manifest CSV; return its :func:`split_hash`."""
     text = manifest_text(dataset, split)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode("utf-8"))
+    write_text_atomic(path, text)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

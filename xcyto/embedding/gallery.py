@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from xcyto import __version__
-from xcyto.embedding.atypicality import DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate, kth_distances
+from xcyto.embedding.atypicality import DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate
 from xcyto.embedding.embed import THUMBNAIL_SIZE, embed_cells, thumbnail
 from xcyto.embedding.projection import EmbeddingMap, check_method, fit_map, load_map, save_map
-from xcyto.embedding.search import NeighbourIndex
+from xcyto.embedding.search import NeighbourIndex, SearchResult
 from xcyto.errors import BundleError, DataError
 
 FORMAT = "xcyto-gallery"
@@ -121,39 +121,36 @@ class Gallery:
 
     def neighbours(self, query_embeddings: torch.Tensor, k: int = 5) -> list[list[Neighbour]]:
         """The ``k`` most similar training cells of each query ``(B, D)``, most similar first."""
-        result = self.index.search(self._queries(query_embeddings), k)
-        return [[self.neighbour(int(row), float(value)) for row, value in zip(rows, values)]
-                for rows, values in zip(result.indices.tolist(), result.similarities.tolist())]
+        return self._neighbour_lists(self.index.search(self._queries(query_embeddings), k), k)
 
     def nearest_per_class(self, query_embeddings: torch.Tensor) -> list[dict[str, Neighbour]]:
         """For each query, the closest training cell of every class (classes without cells left out)."""
-        result = self.index.search(self._queries(query_embeddings), 1, per_class=True)
-        found = []
-        for rows, values in zip(result.class_indices.tolist(), result.class_similarities.tolist()):
-            found.append({self.classes[label]: self.neighbour(row, value)
-                          for label, (row, value) in enumerate(zip(rows, values)) if row >= 0})
-        return found
+        return self._class_best(self.index.search(self._queries(query_embeddings), 1, per_class=True))
 
     def atypicality(self, query_embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``(B,)`` (percentile 0-100 among the training cells, see atypicality.py)
         and flags ``(B,)`` bool: True = unlike the training cells."""
         queries = self._queries(query_embeddings)
-        distances = kth_distances(self.index, queries, self.calibration.k)
-        return self.calibration.score(distances, queries.numpy())
+        return self._atypicality(self.index.search(queries, self.calibration.k), queries)
 
-    def lookup(self, query_embeddings: torch.Tensor, k: int = 5) -> "Lookup":
+    def lookup(self, query_embeddings: torch.Tensor, k: int = 5) -> Lookup:
         """``neighbours``, ``nearest_per_class`` and ``atypicality`` from one search pass."""
         queries = self._queries(query_embeddings)
-        depth = max(int(k), self.calibration.k)
-        result = self.index.search(queries, depth, per_class=True)
-        neighbours = [[self.neighbour(int(row), float(value)) for row, value in zip(rows[:k], values[:k])]
-                      for rows, values in zip(result.indices.tolist(), result.similarities.tolist())]
-        nearest = [{self.classes[label]: self.neighbour(row, value)
-                    for label, (row, value) in enumerate(zip(rows, values)) if row >= 0}
-                   for rows, values in zip(result.class_indices.tolist(), result.class_similarities.tolist())]
+        result = self.index.search(queries, max(int(k), self.calibration.k), per_class=True)
+        return Lookup(self._neighbour_lists(result, k), self._class_best(result), *self._atypicality(result, queries))
+
+    def _neighbour_lists(self, result: SearchResult, k: int) -> list[list[Neighbour]]:
+        return [[self.neighbour(row, value) for row, value in zip(rows[:k], values[:k])]
+                for rows, values in zip(result.indices.tolist(), result.similarities.tolist())]
+
+    def _class_best(self, result: SearchResult) -> list[dict[str, Neighbour]]:
+        return [{self.classes[label]: self.neighbour(row, value)
+                 for label, (row, value) in enumerate(zip(rows, values)) if row >= 0}
+                for rows, values in zip(result.class_indices.tolist(), result.class_similarities.tolist())]
+
+    def _atypicality(self, result: SearchResult, queries: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         kth = (1.0 - result.similarities[:, self.calibration.k - 1].double()).clamp(min=0).numpy()
-        scores, flags = self.calibration.score(kth, queries.numpy())
-        return Lookup(neighbours, nearest, scores, flags)
+        return self.calibration.score(kth, queries.numpy())
 
     def _queries(self, query_embeddings) -> torch.Tensor:
         queries = torch.as_tensor(query_embeddings).detach().to("cpu", torch.float32)

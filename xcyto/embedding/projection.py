@@ -65,7 +65,7 @@ class PCAMap(EmbeddingMap):
     mean: np.ndarray = None  # (D,)
 
     def transform(self, embeddings) -> np.ndarray:
-        embeddings = _as_numpy(embeddings)
+        embeddings = _as_unit_numpy(embeddings)
         return ((embeddings - self.mean) @ self.components.T).astype(np.float32)
 
     def _arrays(self):
@@ -77,7 +77,7 @@ class UMAPMap(EmbeddingMap):
     index: NeighbourIndex | None = None
 
     def transform(self, embeddings) -> np.ndarray:
-        queries = torch.as_tensor(_as_numpy(embeddings))
+        queries = torch.from_numpy(_as_unit_numpy(embeddings))
         n_neighbors = min(int(self.params.get("n_neighbors", UMAP_NEIGHBOURS)), len(self.index))
         result = self.index.search(queries, n_neighbors)
         distances = (1.0 - result.similarities.double()).clamp(min=0).numpy()
@@ -223,6 +223,12 @@ def _as_numpy(embeddings) -> np.ndarray:
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu().numpy()
     return np.asarray(embeddings, dtype=np.float32)
+
+
+def _as_unit_numpy(embeddings) -> np.ndarray:
+    """Rows scaled to unit norm, as the maps were fitted on (stored float16 rows are 1 +- 1e-3)."""
+    embeddings = np.atleast_2d(_as_numpy(embeddings))
+    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -4,8 +4,13 @@ Pixels are ranked by the raw map (most evidence for the target first). Deletion
 replaces the top ``k/steps`` of them with the deletion baseline and records the
 target's calibrated probability; insertion starts from the insertion baseline and
 puts the top pixels back. A faithful map makes the deletion curve fall fast (low
-AUC) and the insertion curve rise fast (high AUC). Defaults follow RISE: deletion to
-black, insertion from a blurred copy.
+AUC) and the insertion curve rise fast (high AUC).
+
+Baselines differ from RISE (deletion to black, insertion from a blurred copy): on
+brightfield cytology a black pixel is far from anything the model has seen, so the
+prediction collapses after the first step whatever the order, and a blur of a small
+cell image keeps the class. Both curves here use an *empty slide*: each image's own
+background colour (median of its border). Other baselines can be chosen.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
 
 
 def deletion_insertion(model, batch: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, steps: int = 20,
-                       deletion_baseline="black", insertion_baseline="blur", mean=(0.0, 0.0, 0.0),
+                       deletion_baseline="background", insertion_baseline="background", mean=(0.0, 0.0, 0.0),
                        std=(1.0, 1.0, 1.0), temperature: float = 1.0, memory_mb: float | None = None,
                        context: Context | None = None) -> PerturbationCurves:
     """Deletion and insertion curves of ``maps`` ``(B, H, W)`` for ``batch`` ``(B, 3, H, W)``.

@@ -286,7 +286,7 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
         "randomisation_cells": min(randomisation_cells, len(cells)),
         "randomisation_threshold": None if randomisation is None else randomisation.threshold,
         "pointing_tolerance_px": tolerance, "bootstrap_resamples": bootstrap,
-        "deletion_baseline": "black", "insertion_baseline": "blur",
+        "deletion_baseline": "background", "insertion_baseline": "background",
         "registered_methods": list_methods(),
     }
     return EvaluationReport(values=values, rows=rows, curves=curves, randomisation=randomisation, settings=settings)

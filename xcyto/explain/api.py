@@ -231,7 +231,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
         "temperature": bundle.temperature, "input_size": bundle.input_size, "normalise": normalise,
         "display": "clip(max(raw, 0) / p99(|raw|), 0, 1)", "xcyto_version": __version__,
-        "device": str(bundle.device), "methods": results[0].settings,
+        "device": str(bundle.device), "seed": int(method_options.get("seed", 0)),
+        "methods": results[0].settings,
     }
     explanations = []
     for index in range(cells):

@@ -155,7 +155,8 @@ class Context:
     def baseline(self, spec, batch: torch.Tensor | None = None) -> torch.Tensor:
         """A baseline broadcastable to ``batch``: ``"black"``, ``"white"``, ``"mean"`` (the
         normalisation mean, zeros after normalising), ``"blur"`` (Gaussian, sigma = 5 px
-        at 224 px), a grey level in ``[0, 1]``, or a tensor."""
+        at 224 px), ``"background"`` (each image's median border colour: an empty slide),
+        a grey level in ``[0, 1]``, or a tensor."""
         batch = self.batch if batch is None else batch
         if isinstance(spec, torch.Tensor):
             return spec.to(device=batch.device, dtype=batch.dtype)
@@ -171,7 +172,10 @@ class Context:
             sigma = max(0.5, 5.0 * batch.shape[-1] / 224)
             kernel = 2 * math.ceil(2 * sigma) + 1
             return TF.gaussian_blur(batch, [kernel, kernel], [sigma, sigma])
-        raise ExplainError(f"unknown baseline {spec!r}: use 'black', 'white', 'mean', 'blur', a grey level "
+        if spec == "background":
+            border = torch.cat([batch[..., 0, :], batch[..., -1, :], batch[..., :, 0], batch[..., :, -1]], dim=-1)
+            return border.median(dim=-1).values[..., None, None]  # (B, 3, 1, 1)
+        raise ExplainError(f"unknown baseline {spec!r}: use 'black', 'white', 'mean', 'blur', 'background', a grey level "
                            "in [0, 1] or a tensor")
 
     def generator(self) -> torch.Generator:

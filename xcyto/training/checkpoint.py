@@ -1,26 +1,18 @@
 """Atomic checkpoints: a crash mid-write never destroys the last good one."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from xcyto.atomic import atomic_path
 from xcyto.errors import TrainingError
 
 
 def save_atomic(payload: dict, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from xcyto.atomic import write_json_atomic
 from xcyto.data import load_dataset
 from xcyto.data.records import CellDataset
 from xcyto.data.splits import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
@@ -112,7 +113,5 @@ def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: b
     if write:
         if not (reuse_split and manifest.is_file()):
             save_split_manifest(dataset, split, manifest)
-        from xcyto.bundle import write_json_atomic
-
         write_json_atomic(run_dir / "settings.json", {"config": config.to_dict(), "split_sha256": sha})
     return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha)

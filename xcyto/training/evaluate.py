@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from xcyto.bundle import Bundle, load, write_json_atomic
+from xcyto.atomic import write_json_atomic, write_text_atomic
+from xcyto.bundle import Bundle, load
 from xcyto.errors import DataError
 from xcyto.plotting import plot_confusion_matrix, save_figure
 from xcyto.training.metrics import classification_metrics
@@ -123,12 +122,7 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list
     writer.writeheader()
     writer.writerows(rows)
     if out:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-        with os.fdopen(handle, "w", newline="") as stream:
-            stream.write(text.getvalue())
-        os.replace(temporary, out)
+        write_text_atomic(out, text.getvalue())
         print(f"wrote {len(rows)} predictions to {out}")
     else:
         sys.stdout.write(text.getvalue())

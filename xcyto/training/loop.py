@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from xcyto.bundle import Bundle, write_json_atomic
+from xcyto.atomic import atomic_path, write_json_atomic
+from xcyto.bundle import Bundle
 from xcyto.errors import TrainingError
 from xcyto.models import create, get_spec
 from xcyto.plotting import plot_confusion_matrix, plot_learning_curves, save_figure
@@ -128,7 +129,6 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, run_dir, reuse_split=resume, write=context.is_main)
     context.barrier()
-    spec = get_spec(config.model)
     model = create(config.model, num_classes=len(data.classes), weights=config.weights, head=config.head)
     model.to(device)
     if device.type == "cuda":
@@ -246,7 +246,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
     if context.is_main:
         bundle.save(run_dir / "bundle")
-        shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)
+        shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)  # the bundle is whole without it
         write_json_atomic(run_dir / "metrics.json", metrics)
         save_figure(plot_confusion_matrix(metrics["test"]["confusion_matrix"], data.classes,
                                           title=f"{bundle_config['name']} ({metrics['evaluated_on']})"),
@@ -288,9 +288,8 @@ def _gather_checksums(model: nn.Module) -> list[float]:
 
 
 def _save_weights_atomic(model: nn.Module, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, temporary)
 
 
 def _class_weights(config: TrainConfig, data: RunData, device) -> torch.Tensor | None:

@@ -1,0 +1,15 @@
+"""xcyto demo: ``python demo/app.py [--bundle PATH] [--host H] [--port P] [--share]`` (``--help`` for more).
+
+Serves the shipped demo bundle (``artifacts/demo-bundle``, trained on synthetic cells)
+on http://127.0.0.1:7860 unless told otherwise. The app itself lives in
+``xcyto/demo/app.py``; this file only makes it runnable from a checkout.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from xcyto.demo.app import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

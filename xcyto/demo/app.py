@@ -1,0 +1,451 @@
+"""The Gradio demo: one cell in; its prediction beside heatmaps, nearest training cells and the map.
+
+    python demo/app.py                      # the shipped demo bundle, http://127.0.0.1:7860
+    python demo/app.py --bundle runs/herlev/bundle --port 8000
+
+Every answer goes through :func:`xcyto.explain` (one cell, or the batch tab's list): the
+page adds formatting only. :class:`Demo` holds the logic (plain Python, testable
+without a browser); :func:`build` wires it to Gradio components; :func:`main` parses
+the command line and launches. Named API endpoints (``gradio_client``): ``/explain``,
+``/figure``, ``/opacity``, ``/batch``.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: Largest upload accepted by the server (images are also refused above
+#: ``xcyto.data.io.MAX_PIXELS`` pixels, from their header, before decoding).
+MAX_FILE_SIZE = "20mb"
+#: Requests explained at once; more wait in the queue. Each uses every CPU core already.
+CONCURRENCY = 1
+QUEUE_SIZE = 32
+MAX_BATCH = 48
+NEIGHBOURS = 8
+PREDICTED = "predicted class"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+CSS = """
+.xc-banner {background:#fff8c5; border:1px solid #d4a72c; border-radius:6px; padding:8px 12px; color:#3b2300;}
+.xc-verdict {font-size:15px; line-height:1.5;}
+.xc-predicted {font-size:24px; font-weight:700;}
+.xc-confidence {color:#57606a; margin-left:6px;}
+.xc-note {color:#57606a; margin-top:4px;}
+.xc-warning {background:#ffebe9; border:1px solid #cf222e; border-radius:6px; padding:8px 12px; margin-top:8px;
+             color:#82071e;}
+.xc-risk {color:#fff; border-radius:10px; padding:1px 9px; font-size:13px; font-weight:600;}
+.xc-batch {border-collapse:collapse; width:100%;}
+.xc-batch td, .xc-batch th {padding:4px 8px; border-bottom:1px solid #d0d7de; text-align:left; vertical-align:middle;}
+.xc-batch img {width:64px; height:64px; image-rendering:auto;}
+.xc-dot {display:inline-block; width:10px; height:10px; border-radius:5px; margin-right:6px;}
+.xc-flag, .xc-error {color:#cf222e;}
+.xc-footer {color:#57606a; font-size:13px;}
+"""
+
+
+def _gradio():
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+    import gradio
+
+    return gradio
+
+
+class Demo:
+    """The demo's logic over one bundle: ``explain_cell``, ``reblend``, ``figure``, ``batch``.
+
+    ``bundle``: a Bundle or a folder (default: ``$XCYTO_BUNDLE``, else the shipped demo
+    bundle). ``examples``: image files offered as examples. ``map_method``: the
+    training map shown (``umap``; ``pca`` while a UMAP map is being fitted).
+    """
+
+    def __init__(self, bundle=None, examples: list[Path] | None = None, map_method: str = "umap",
+                 neighbours: int = NEIGHBOURS, fit_map_in_background: bool = True):
+        from xcyto.embedding.projection import check_method
+        from xcyto.explain import DEFAULT_METHODS, list_methods, resolve_bundle
+        from xcyto.explain.api import gallery_for
+        from xcyto.explain.registry import get_method
+        from xcyto.errors import XcytoError
+
+        self.bundle = resolve_bundle(bundle)
+        self.neighbours = int(neighbours)
+        self.examples = [Path(p) for p in (examples or [])]
+        self.methods = list_methods()
+        self.slow_methods = {name for name in self.methods if get_method(name).slow}
+        self.default_methods = [m for m in DEFAULT_METHODS if m in self.methods]
+        try:
+            self.gallery = gallery_for(self.bundle)
+        except XcytoError as error:
+            warnings.warn(f"the bundle's gallery is unusable, so no neighbours or map: {error}", stacklevel=2)
+            self.gallery = None
+        self.maps = None
+        if self.gallery is not None:
+            from xcyto.demo.embedding_map import MapViews
+
+            self.maps = MapViews(self.gallery, check_method(map_method), fit_in_background=fit_map_in_background)
+        self.output_dir = Path(tempfile.mkdtemp(prefix="xcyto-demo-"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.output_dir, ignore_errors=True)
+
+    # -- one cell ---------------------------------------------------------------------------
+    def explain_cell(self, image, methods=None, target: str | None = PREDICTED, opacity: float | None = None):
+        """Explain one uploaded image. Returns the values of :data:`CELL_OUTPUTS`, in order.
+
+        ``image``: Gradio's file payload (a dict with ``path``/``orig_name``) or a path.
+        ``methods``: registry names (default: Grad-CAM and IG). ``target``: a class name,
+        or ``"predicted class"``. ``opacity``: of the heatmaps over the cell (0-1).
+        """
+        from xcyto.explain import explain
+        from xcyto.explain.render import OVERLAY_OPACITY
+        from xcyto.demo import views
+
+        gr = _gradio()
+        if image is None:
+            return self.empty_outputs()
+        path, name = _payload_path(image)
+        array = self._read(path, name)
+        methods = list(methods) if methods else []
+        if not methods:
+            raise _error("Choose at least one explanation method (Grad-CAM is the fastest).")
+        target = None if target in (None, "", PREDICTED) else target
+        opacity = OVERLAY_OPACITY if opacity is None else float(opacity)
+        explanation = self._explain(explain, array, methods=methods, target=target, neighbours=self.neighbours)
+        explanation.source = name
+        state = views.heatmap_state(explanation)
+        default = abs(opacity - OVERLAY_OPACITY) < 1e-6
+        overlays = [h.overlay for h in explanation.heatmaps.values()] if default else None
+        map_image = None
+        if self.maps is not None and explanation.embedding is not None:
+            view = self.maps.current()
+            map_image = None if view is None else view.place(explanation.embedding)
+        details = explanation.to_dict()
+        json_path = self._write(name, "explanation.json", json.dumps(details, indent=2).encode())
+        return (views.verdict_html(explanation), views.probabilities(explanation),
+                views.heatmap_items(state, opacity, overlays), views.neighbour_items(explanation),
+                views.nearest_other_items(explanation), map_image, views.cell_info_markdown(explanation.predicted),
+                str(json_path), details, state, explanation)
+
+    def empty_outputs(self):
+        return ("", None, [], [], [], None, "", None, None, None, None)
+
+    def reblend(self, state: dict | None, opacity: float):
+        """The heatmap gallery at another opacity, from the display maps kept in the session."""
+        from xcyto.demo.views import heatmap_items
+
+        return [] if not state else heatmap_items(state, float(opacity))
+
+    def figure(self, explanation):
+        """The explanation figure (``Explanation.plot()``) as a PNG file, for download."""
+        from xcyto.explain.render import figure_png
+
+        if explanation is None:
+            return None
+        name = explanation.source or "cell"
+        return str(self._write(name, "explanation.png", figure_png(explanation.plot(), dpi=110)))
+
+    # -- many cells -------------------------------------------------------------------------
+    def batch(self, files, methods=("gradcam",)):
+        """Classify several images in one ``explain`` call. Returns ``(html table, rows)``;
+        unreadable files get a row with their error instead of stopping the batch."""
+        from xcyto.demo import views
+        from xcyto.explain import explain
+        from xcyto.plotting import class_colors
+
+        gr = _gradio()
+        files = [f for f in (files or []) if f is not None]
+        if not files:
+            raise _error("Upload one or more cell images first.")
+        if len(files) > MAX_BATCH:
+            gr.Warning(f"{len(files)} files given; only the first {MAX_BATCH} are classified.")
+            files = files[:MAX_BATCH]
+        names, arrays, errors = [], [], {}
+        for item in files:
+            path, name = _payload_path(item)
+            while name in names:
+                name = f"{name} (again)"
+            names.append(name)
+            try:
+                arrays.append(self._read(path, name, notify=False))
+            except gr.Error as error:
+                errors[name] = html.unescape(error.message)
+        explanations = []
+        if arrays:
+            explanations = self._explain(explain, arrays, methods=list(methods), neighbours=self.neighbours)
+        classes = self.bundle.classes
+        table = views.batch_html(names, explanations, errors, class_colors(classes))
+        frame = {"headers": views.batch_columns(classes), "data": views.batch_rows(names, explanations, errors, classes)}
+        return table, frame
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _read(self, path: str, name: str, notify: bool = True) -> np.ndarray:
+        """Decode an upload with xcyto's reader; its errors become a message naming the file."""
+        from PIL import Image
+        from xcyto.data.io import read_image
+        from xcyto.errors import ImageError
+
+        gr = _gradio()
+        try:
+            array = read_image(path)
+        except ImageError as error:
+            raise _error(str(error).replace(str(path), name), "Cannot use this file") from None
+        if notify:
+            try:
+                with Image.open(path) as header:
+                    mode = header.mode
+            except Exception:  # read_image succeeded; the mode is only for the note
+                mode = "RGB"
+            note = _mode_note(mode)
+            if note:
+                gr.Warning(f"{name}: {note}")
+        return array
+
+    def _explain(self, explain, images, **options):
+        from xcyto.errors import XcytoError
+
+        gr = _gradio()
+        try:
+            return explain(images, bundle=self.bundle, **options)
+        except XcytoError as error:
+            raise _error(str(error), "Cannot explain this image") from None
+
+    def _write(self, source: str, suffix: str, payload: bytes) -> Path:
+        folder = self.output_dir / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(source)).stem)[:60] or "cell"
+        path = folder / f"{stem}-{suffix}"
+        path.write_bytes(payload)
+        return path
+
+
+def _payload_path(item) -> tuple[str, str]:
+    """``(path on the server, name to show)`` of a Gradio file payload or a plain path."""
+    if isinstance(item, dict):
+        path = item.get("path")
+        name = item.get("orig_name") or Path(str(path)).name
+    else:
+        path = getattr(item, "path", None) or str(item)
+        name = getattr(item, "orig_name", None) or Path(str(path)).name
+    if not path:
+        raise _error("The upload has no file.")
+    return str(path), str(name)
+
+
+def _error(message: str, title: str = "Error"):
+    """A message for the page (Gradio renders it as HTML) and for API clients; no traceback in the log."""
+    return _gradio().Error(html.escape(message, quote=False), title=title, print_exception=False)
+
+
+def _mode_note(mode: str) -> str | None:
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return "transparent pixels were composited over white (brightfield background)."
+    if mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
+        return ("a grayscale image: its channel was copied to red, green and blue. The model was trained on colour "
+                "(Papanicolaou-stained) cells, so its answer may be unreliable.")
+    return None
+
+
+# -- the page ------------------------------------------------------------------------------------
+#: Output names of ``/explain``, in order (the last two are session state, not returned to API clients).
+CELL_OUTPUTS = ("verdict", "probabilities", "heatmaps", "neighbours", "nearest_other_classes", "map",
+                "cell_info", "json_file", "details", "heatmap_state", "explanation")
+
+
+def theme():
+    gr = _gradio()
+    # System fonts only: the page must not wait for (or fail on) web fonts when offline.
+    return gr.themes.Default(primary_hue="blue", neutral_hue="slate",
+                             font=["system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+                             font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+
+
+def build(demo: Demo):
+    """The Gradio Blocks of ``demo`` (not launched)."""
+    from xcyto.demo import views
+    from xcyto.demo.cell_info import DISCLAIMER
+    from xcyto.explain.render import OVERLAY_OPACITY
+
+    gr = _gradio()
+    bundle = demo.bundle
+    with gr.Blocks(title=f"xcyto demo: {bundle.name}", analytics_enabled=False) as blocks:
+        gr.Markdown("# xcyto: why the classifier says what it says about a Pap smear cell")
+        banner = views.synthetic_banner(bundle)
+        if banner:
+            gr.HTML(banner)
+        gr.Markdown(views.bundle_markdown(bundle, None if demo.gallery is None else len(demo.gallery)),
+                    elem_id="bundle-info")
+        with gr.Tab("One cell"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=280):
+                    image = gr.Image(label="Cell image (a single-cell crop)", type="filepath",
+                                     sources=["upload", "clipboard"], height=260, elem_id="cell-image")
+                    if demo.examples:
+                        gr.Examples(examples=[[str(p)] for p in demo.examples], inputs=[image],
+                                    label="Example cells: click one", examples_per_page=12,
+                                    example_labels=[p.stem for p in demo.examples])
+                with gr.Column(scale=3, min_width=320):
+                    verdict = gr.HTML(elem_id="verdict")
+                    probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=len(bundle.classes),
+                                             elem_id="probabilities")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4):
+                    heatmaps = gr.Gallery(label="Heatmaps: where the evidence for the explained class lies",
+                                          columns=4, height=250, object_fit="contain", format="png",
+                                          allow_preview=True, elem_id="heatmaps")
+                with gr.Column(scale=1, min_width=220):
+                    methods = gr.CheckboxGroup(views.method_choices(demo.methods, demo.slow_methods),
+                                               value=demo.default_methods, label="Methods")
+                    target = gr.Dropdown([PREDICTED] + bundle.classes, value=PREDICTED, label="Explain the class")
+                    opacity = gr.Slider(0.0, 1.0, value=OVERLAY_OPACITY, step=0.05, label="Heatmap opacity")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    neighbours = gr.Gallery(label="Nearest training cells (same embedding; cosine similarity)",
+                                            columns=4, height=290, object_fit="contain", format="png",
+                                            elem_id="neighbours")
+                    nearest = gr.Gallery(label="Closest training cell of each other class", columns=4,
+                                         height=170, object_fit="contain", format="png", elem_id="nearest")
+                with gr.Column(scale=2):
+                    embedding_map = gr.Image(label="Where the cell sits among the training cells", format="png",
+                                             interactive=False, elem_id="embedding-map", buttons=["download"])
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    cell_info = gr.Markdown(elem_id="cell-info")
+                with gr.Column(scale=2):
+                    json_file = gr.File(label="Explanation (JSON)", interactive=False)
+                    figure_file = gr.File(label="Explanation figure (PNG)", interactive=False)
+            with gr.Accordion("Explanation as JSON", open=False):
+                details = gr.JSON(show_label=False)
+            heatmap_state = gr.State()
+            explanation_state = gr.State()
+
+            cell_outputs = [verdict, probabilities, heatmaps, neighbours, nearest, embedding_map, cell_info,
+                            json_file, details, heatmap_state, explanation_state]
+            event = gr.on([image.change, methods.change, target.change], demo.explain_cell,
+                          inputs=[image, methods, target, opacity], outputs=cell_outputs, api_name="explain",
+                          preprocess=False, trigger_mode="always_last")
+            event.success(demo.figure, inputs=[explanation_state], outputs=[figure_file], api_name="figure",
+                          show_progress="hidden")
+            opacity.release(demo.reblend, inputs=[heatmap_state, opacity], outputs=[heatmaps], api_name="opacity",
+                            show_progress="hidden", trigger_mode="always_last")
+
+        with gr.Tab("Several cells"):
+            gr.Markdown("Classify several single-cell images at once (one batched `xcyto.explain` call with "
+                        f"Grad-CAM, up to {MAX_BATCH} images). Files that cannot be read are listed with the reason.")
+            files = gr.File(label="Cell images", file_count="multiple", file_types=["image"], elem_id="batch-files")
+            run_batch = gr.Button("Classify", variant="primary")
+            table = gr.HTML(elem_id="batch-table")
+            frame = gr.Dataframe(label="Predictions (copy or download)", interactive=False, wrap=True)
+            run_batch.click(demo.batch, inputs=[files], outputs=[table, frame], api_name="batch", preprocess=False)
+
+        with gr.Tab("About"):
+            gr.Markdown(_about(demo))
+        gr.Markdown(f"<div class='xc-footer'>{DISCLAIMER}</div>")
+    return blocks
+
+
+def _about(demo: Demo) -> str:
+    from xcyto.demo.views import method_title
+
+    bundle = demo.bundle
+    methods = ", ".join(f"`{m}` ({method_title(m)})" for m in demo.methods)
+    return f"""
+### What the page shows
+- **Prediction**: the class with the highest temperature-calibrated probability (temperature {bundle.temperature:.2f}).
+- **Heatmaps**: each method's map of the evidence for the explained class, scaled per map to its 99th percentile
+  (`max(raw, 0) / p99(|raw|)`), over the cell as the model saw it (padded to a square, {bundle.input_size} px).
+  Bright = more evidence. Methods in the registry: {methods}.
+- **Nearest training cells**: the training cells closest to this one in the model's embedding, with their true
+  class. If they disagree with the prediction, be wary of it.
+- **Atypicality**: how far the cell lies from the training cells (percentile among the training cells' own
+  distances); above the 99th percentile the cell is flagged as unlike anything the model was trained on.
+- **Map**: the cell placed on a 2-D map (UMAP, or PCA while the UMAP map is fitted) of the training cells.
+
+### The API
+Every panel comes from a named endpoint: `/explain` (one image), `/figure`, `/opacity`, `/batch`.
+See "Use via API" at the bottom of the page, or the README, for a `gradio_client` example.
+"""
+
+
+# -- the command line ----------------------------------------------------------------------------
+def default_examples() -> Path:
+    return Path(__file__).resolve().parents[2] / "artifacts" / "examples"
+
+
+def example_files(folder: Path | None) -> list[Path]:
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def parser() -> argparse.ArgumentParser:
+    from xcyto.explain.api import BUNDLE_ENV
+
+    p = argparse.ArgumentParser(
+        prog="demo/app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="xcyto demo: a cell's prediction beside heatmaps, nearest training cells and the training map.",
+        epilog="Examples:\n  python demo/app.py\n  python demo/app.py --bundle runs/herlev/bundle --port 8000\n"
+               "  XCYTO_BUNDLE=runs/herlev/bundle python demo/app.py --host 0.0.0.0\n\n"
+               "Research use only; not for diagnosis.")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help=f"bundle folder to serve (default: ${BUNDLE_ENV}, else artifacts/demo-bundle, "
+                        "trained on synthetic cells)")
+    p.add_argument("--examples", type=Path, default=None,
+                   help="folder of example cell images (default: artifacts/examples when the bundle is the "
+                        "synthetic demo bundle)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
+                   "machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
+                   help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
+    p.add_argument("--map", dest="map_method", choices=["umap", "pca"], default="umap",
+                   help="training map to place cells on (default umap; fitted in the background on first use)")
+    p.add_argument("--neighbours", type=int, default=NEIGHBOURS, help=f"nearest training cells shown "
+                   f"(default {NEIGHBOURS})")
+    p.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"largest upload (default {MAX_FILE_SIZE})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from xcyto.errors import XcytoError
+
+    try:
+        demo = Demo(args.bundle, map_method=args.map_method, neighbours=args.neighbours)
+    except XcytoError as error:
+        sys.exit(f"demo/app.py: {error}")
+    from xcyto.demo.views import is_synthetic
+
+    examples = args.examples if args.examples is not None else (default_examples() if is_synthetic(demo.bundle)
+                                                                 else None)
+    demo.examples = example_files(examples)
+    blocks = launch(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
+                    block=True)
+    blocks.close()
+    demo.close()
+
+
+def launch(demo: Demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, share: bool = False,
+           max_file_size: str = MAX_FILE_SIZE, block: bool = False, quiet: bool = False):
+    """Build and launch ``demo``; returns the Blocks (``block=False``: the server runs in a thread)."""
+    blocks = build(demo)
+    blocks.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    allowed = sorted({str(p.parent.resolve()) for p in demo.examples})
+    blocks.launch(server_name=host, server_port=port, share=bool(share), max_file_size=max_file_size,
+                  allowed_paths=allowed, prevent_thread_lock=not block, quiet=quiet, show_error=True,
+                  ssr_mode=False, theme=theme(), css=CSS, footer_links=["api", "settings"])
+    return blocks
+
+
+__all__ = ["CELL_OUTPUTS", "Demo", "build", "launch", "main", "parser"]
