@@ -42,3 +42,21 @@ def herlev_dataset(herlev_root):
     from xcyto.data import load_dataset
 
     return load_dataset(herlev_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder of a small CNN trained for seconds on synthetic cells (with its bundle)."""
+    from tests.tiny import make_tiny_bundle
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    make_tiny_bundle(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run):
+    """The bundle of ``tiny_run`` (do not modify it: it is shared by the session)."""
+    import xcyto
+
+    return xcyto.load(tiny_run / "bundle")

@@ -26,6 +26,7 @@ TRAIN_EPILOG = """examples:
   torchrun --nproc_per_node=2 -m xcyto train --data ../shared/data/herlev --out runs/ddp"""
 
 EVALUATE_EPILOG = """examples:
+  xcyto evaluate --bundle runs/herlev-lite0/bundle --split test      # its own data and test split
   xcyto evaluate --bundle runs/herlev-lite0/bundle --data ../shared/data/herlev --split test
   xcyto evaluate --bundle artifacts/demo-bundle --data synthetic --out eval-synthetic"""
 
@@ -82,7 +83,8 @@ def register(subparsers) -> None:
                                      description="Evaluate a bundle on a dataset or one split of it.",
                                      epilog=EVALUATE_EPILOG, formatter_class=formatter)
     evaluate.add_argument("--bundle", required=True)
-    evaluate.add_argument("--data", required=True, help="dataset folder, CSV manifest or 'synthetic'")
+    evaluate.add_argument("--data", default=None,
+                          help="dataset folder, CSV manifest or 'synthetic' (default: the data the bundle was trained on)")
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                           help="use the bundle's own split manifest to pick cells (default: all)")
     evaluate.add_argument("--scheme", default=None)

@@ -60,7 +60,7 @@ def detect_layout(path) -> str:
 
 
 def load_dataset(source, scheme: str | None = None, *, layout: str | None = None, **options) -> CellDataset:
-    """Load cells from a folder, a ``.csv`` manifest, or the name ``"synthetic"``.
+    """Load cells from a folder, a ``.csv`` manifest, or ``"synthetic"`` (``"synthetic:n=500,size=128,seed=0"``).
 
     ``scheme`` picks the labels: None/"default", or "binary" (Herlev only: normal vs
     abnormal). ``layout`` skips detection. Other options go to the loader: for
@@ -68,6 +68,8 @@ def load_dataset(source, scheme: str | None = None, *, layout: str | None = None
     ``"synthetic"`` wins over a folder of that name: write ``./synthetic`` for the folder.
     """
     scheme = _check_scheme(scheme)
+    if isinstance(source, str) and source.startswith(SYNTHETIC + ":"):
+        source, options = SYNTHETIC, {**parse_synthetic_spec(source), **options}
     if isinstance(source, str) and source == SYNTHETIC:
         if scheme != "default":
             raise DataError(f"label scheme {scheme!r} is not available for the synthetic dataset")
@@ -91,6 +93,22 @@ def load_dataset(source, scheme: str | None = None, *, layout: str | None = None
         raise DataError(f"option(s) {', '.join(unknown)} do not apply to the {name} layout "
                         f"(it takes: {', '.join(sorted(LOADER_OPTIONS))})")
     return entry.load(path, None if scheme == "default" else scheme, **options)
+
+
+def synthetic_spec(n: int, size: int, seed: int) -> str:
+    """A data source string naming exactly which synthetic cells: ``synthetic:n=250,size=64,seed=0``."""
+    return f"{SYNTHETIC}:n={n},size={size},seed={seed}"
+
+
+def parse_synthetic_spec(spec: str) -> dict:
+    """Options of a ``synthetic:key=value,...`` source (n, size, seed)."""
+    options = {}
+    for item in filter(None, spec.split(":", 1)[1].split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("n", "size", "seed") or not value.strip().isdigit():
+            raise DataError(f"bad synthetic data source {spec!r}; write e.g. synthetic:n=500,size=128,seed=0")
+        options[key] = int(value)
+    return options
 
 
 def _check_scheme(scheme: str | None) -> str:

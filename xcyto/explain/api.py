@@ -14,7 +14,7 @@ from xcyto import __version__
 from xcyto.bundle import Bundle, load
 from xcyto.data.io import read_image, to_rgb_uint8
 from xcyto.errors import ExplainError, ImageError, XcytoError
-from xcyto.explain.batched import DEFAULT_METHODS, display_maps, explain_batch, method_settings
+from xcyto.explain.batched import DEFAULT_METHODS, NORMALISE, display_maps, explain_batch, method_settings
 from xcyto.explain.registry import get_method, resolve_methods
 from xcyto.explain.render import model_view, overlay_batch
 from xcyto.explain.result import Explanation, Heatmap
@@ -176,6 +176,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     method_settings(methods, method_options)  # fail early on unknown options
     if int(neighbours) < 0:
         raise ExplainError(f"neighbours must be >= 0, got {neighbours}")
+    if normalise not in NORMALISE:
+        raise ExplainError(f"normalise must be one of {', '.join(NORMALISE)}, got {normalise!r}")
     if int(batch_size) < 1:
         raise ExplainError(f"batch_size must be >= 1, got {batch_size}")
     arrays, names, single = load_images(image)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from xcyto.atomic import write_json_atomic
 from xcyto.data import load_dataset
+from xcyto.data.registry import synthetic_spec
 from xcyto.data.records import CellDataset
 from xcyto.data.splits import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
 from xcyto.data.transforms import CellTorchDataset, eval_transform, train_transform
@@ -75,7 +76,7 @@ class RunData:
     def provenance(self) -> dict:
         """Where the cells came from and how they were split: recorded in the bundle."""
         return {
-            "source": str(self.config.data),
+            "source": data_source(self.config),
             "name": self.dataset.name,
             "layout": self.dataset.layout,
             "scheme": self.config.scheme or "default",
@@ -88,10 +89,15 @@ class RunData:
         }
 
 
-def load_run_dataset(config: TrainConfig) -> CellDataset:
+def data_source(config: TrainConfig) -> str:
+    """The data source as a string that loads exactly these cells again."""
     if str(config.data) == "synthetic":
-        return load_dataset("synthetic", n=config.synthetic_n, seed=config.seed, size=config.synthetic_size)
-    return load_dataset(config.data, scheme=config.scheme)
+        return synthetic_spec(n=config.synthetic_n, size=config.synthetic_size, seed=config.seed)
+    return str(config.data)
+
+
+def load_run_dataset(config: TrainConfig) -> CellDataset:
+    return load_dataset(data_source(config), scheme=config.scheme)
 
 
 def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: bool) -> RunData:

@@ -58,6 +58,10 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> d
     from xcyto.data import load_dataset
 
     bundle = load(bundle_path)
+    if data is None:  # the data the bundle was trained on
+        data = bundle.config.get("data", {}).get("source")
+        if not data:
+            raise DataError(f"bundle {bundle_path} does not record its data source; pass --data")
     scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
     dataset = load_dataset(data, scheme=scheme)
     dataset = select_split(bundle, dataset, split)

@@ -1,0 +1,74 @@
+"""The train / evaluate / predict commands end to end, and their errors."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xcyto.cli import main
+
+
+def test_train_command_writes_a_loadable_bundle(tmp_path, capsys):
+    code = main(["train", "--data", "synthetic", "--synthetic-n", "100", "--synthetic-size", "48", "--model",
+                 "small_cnn", "--image-size", "32", "--epochs", "1", "--num-workers", "0", "--no-gallery",
+                 "--weights", "none", "--out", str(tmp_path)])
+    assert code == 0
+    assert "bundle:" in capsys.readouterr().out
+    config = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert config["architecture"] == "small_cnn" and config["input_size"] == 32
+    assert config["training"]["epochs"] == 1
+
+
+def test_evaluate_on_the_bundles_own_data_and_test_split(tiny_run, tmp_path, capsys):
+    code = main(["evaluate", "--bundle", str(tiny_run / "bundle"), "--split", "test", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((tiny_run / "metrics.json").read_text())["test"]
+    assert metrics["split"] == "test" and metrics["data"].startswith("synthetic:n=250")
+    assert metrics["n"] == trained["n"]
+    assert metrics["accuracy"] == pytest.approx(trained["accuracy"])  # the very same cells and model
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_predict_writes_probabilities_and_reports_unreadable_files(tiny_bundle, tmp_path):
+    from xcyto.data.synthetic import make_dataset
+
+    cells = make_dataset(3, seed=11, size=64)
+    paths = []
+    for index, cell in enumerate(cells.samples):
+        paths.append(tmp_path / f"cell{index}.png")
+        Image.fromarray(cell.image).save(paths[-1])
+    (tmp_path / "notes.png").write_text("not an image")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--bundle", str(tiny_bundle.path), str(tmp_path), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    good = [row for row in rows if not row["error"]]
+    assert len(good) == 3
+    for row in good:
+        probabilities = np.array([float(row[f"p_{name}"]) for name in tiny_bundle.classes])
+        assert abs(probabilities.sum() - 1) < 1e-3
+        assert row["predicted"] == tiny_bundle.classes[int(probabilities.argmax())]
+    bad = [row for row in rows if row["error"]]
+    assert "notes.png" in bad[0]["path"] and "not a readable image" in bad[0]["error"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["train", "--data", "/no/such/folder", "--out", "{tmp}"], "/no/such/folder"),
+    (["train", "--data", "synthetic", "--model", "resnet9000", "--out", "{tmp}"], "unknown architecture"),
+    (["evaluate", "--bundle", "{tmp}", "--data", "synthetic"], "not a bundle"),
+    (["predict", "--bundle", "{tmp}", "nothing.png"], "not a bundle"),
+])
+def test_user_errors_are_one_line_not_a_traceback(arguments, message, tmp_path, capsys):
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in arguments])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert message in error and "Traceback" not in error
+
+
+def test_every_command_has_help_with_examples(capsys):
+    for command in ("train", "evaluate", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "examples:" in capsys.readouterr().out
