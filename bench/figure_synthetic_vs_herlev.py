@@ -1,7 +1,9 @@
 """Figure for the README: synthetic cells of each class beside real Herlev cells.
 
-Writes docs/images/synthetic_vs_herlev.png (and synthetic_masks.png: nucleus, cell and
-evidence contours). Real cells come from $XCYTO_DATA/herlev (default ../shared/data).
+Writes docs/images/synthetic_vs_herlev.png and docs/images/synthetic_masks.png (the
+same synthetic cells with their nucleus, cell and evidence contours). Real cells come
+from $XCYTO_DATA/herlev (default ../shared/data); without them the first figure shows
+the synthetic cells alone.
 
     python bench/figure_synthetic_vs_herlev.py
 """
@@ -11,24 +13,26 @@ import os
 from pathlib import Path
 
 import cv2
-import matplotlib.pyplot as plt
 import numpy as np
 
 from xcyto.data import load_dataset
 from xcyto.data.synthetic import CLASSES, make_dataset
-from xcyto.plotting import save_figure
+from xcyto.plotting import plt, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "images"
 PER_ROW = 6
+TILE = 128
+GAP = 6
+CONTOUR_COLOURS = {"cytoplasm": (0, 150, 0), "nucleus": (0, 60, 255), "evidence": (230, 0, 0)}
 
 
-def synthetic_rows(size=128):
-    dataset = make_dataset(PER_ROW * 5 * 2, seed=7, size=size)
+def synthetic_rows() -> dict[str, list]:
+    dataset = make_dataset(PER_ROW * len(CLASSES) * 2, seed=7, size=TILE)
     return {name: [c for c in dataset.samples if c.class_name == name][:PER_ROW] for name in CLASSES}
 
 
-def herlev_rows():
+def herlev_rows() -> dict[str, list]:
     root = Path(os.environ.get("XCYTO_DATA", REPO.parent / "shared" / "data")) / "herlev"
     if not root.is_dir():
         print(f"{root} not found: the figure shows synthetic cells only")
@@ -42,46 +46,55 @@ def herlev_rows():
     return rows
 
 
-def grid(rows: dict, title: str, outline=False):
-    figure, axes = plt.subplots(len(rows), PER_ROW, figsize=(PER_ROW * 1.3, len(rows) * 1.35))
-    for row, (name, cells) in enumerate(rows.items()):
-        for col, cell in enumerate(cells):
-            image = cell.image.copy()
-            if outline:
-                for mask, colour in ((cell.cytoplasm_mask, (0, 160, 0)), (cell.nucleus_mask, (0, 0, 255)),
-                                     (cell.evidence_mask, (255, 0, 0))):
-                    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-                    cv2.drawContours(image, contours, -1, colour, 1)
-            axis = axes[row, col]
-            axis.imshow(image)
-            axis.set_xticks([]), axis.set_yticks([])
-            if col == 0:
-                axis.set_ylabel(name.replace("_", " ").replace("-", "-\n"), rotation=0, ha="right", va="center", fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return figure
+def with_contours(cell) -> np.ndarray:
+    image = cell.image.copy()
+    for name, colour in CONTOUR_COLOURS.items():
+        contours, _ = cv2.findContours(getattr(cell, f"{name}_mask").astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(image, contours, -1, colour, 1)
+    return image
+
+
+def mosaic(rows: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """Rows of ``TILE``-px tiles on white, ``GAP`` px apart, as one image."""
+    height, width = len(rows) * (TILE + GAP) - GAP, PER_ROW * (TILE + GAP) - GAP
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    for row, images in enumerate(rows.values()):
+        for col, image in enumerate(images):
+            top, left = row * (TILE + GAP), col * (TILE + GAP)
+            canvas[top:top + TILE, left:left + TILE] = cv2.resize(image, (TILE, TILE), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def show(axis, rows: dict[str, list[np.ndarray]], title: str):
+    axis.imshow(mosaic(rows))
+    axis.set_yticks([row * (TILE + GAP) + TILE / 2 for row in range(len(rows))],
+                    [name.replace("_", " ") for name in rows], fontsize=8)
+    axis.set_xticks([])
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    axis.set_title(title, fontsize=10)
 
 
 def main() -> None:
-    synthetic = synthetic_rows()
-    herlev = herlev_rows()
-    figure = plt.figure(figsize=(2 * PER_ROW * 1.3 + 1, 7 * 1.35 + 0.6))
-    left, right = figure.subfigures(1, 2, wspace=0.05)
-    for subfigure, rows, title in ((left, synthetic, "synthetic (xcyto.data.synthetic)"),
-                                   (right, herlev, "real: Herlev")):
-        if not rows:
-            continue
-        axes = subfigure.subplots(len(rows), PER_ROW)
-        for row, (name, cells) in enumerate(rows.items()):
-            for col, cell in enumerate(cells):
-                axes[row, col].imshow(cell.image)
-                axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
-            axes[row, 0].set_ylabel(name.replace("_", "\n").replace("-I", "-\nI"), rotation=0, ha="right",
-                                    va="center", fontsize=8)
-        subfigure.suptitle(title, fontsize=11)
-    print("wrote", save_figure(figure, OUT / "synthetic_vs_herlev.png", dpi=90))
-    print("wrote", save_figure(grid(synthetic, "nucleus (blue), cell (green), evidence (red)", outline=True),
-                               OUT / "synthetic_masks.png", dpi=90))
+    synthetic, herlev = synthetic_rows(), herlev_rows()
+    synthetic_images = {name: [c.image for c in cells] for name, cells in synthetic.items()}
+    panels = [(synthetic_images, "synthetic (xcyto.data.synthetic), 5 SIPaKMeD classes")]
+    if herlev:
+        panels.append(({name: [c.image for c in cells] for name, cells in herlev.items()},
+                       "real: Herlev, 7 classes (resized to the same tile)"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False)
+    for axis, (rows, title) in zip(axes[0], panels):
+        show(axis, rows, title)
+        axis.set_anchor("N")  # the 5-row panel lines up with the top of the 7-row one
+    figure.tight_layout()
+    print("wrote", save_figure(figure, OUT / "synthetic_vs_herlev.png", dpi=110))
+
+    figure, axis = plt.subplots(figsize=(6.6, 5.0))
+    show(axis, {name: [with_contours(c) for c in cells] for name, cells in synthetic.items()},
+         "synthetic ground truth: cell (green), nucleus (blue), evidence (red)")
+    print("wrote", save_figure(figure, OUT / "synthetic_masks.png", dpi=110))
 
 
 if __name__ == "__main__":

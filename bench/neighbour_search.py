@@ -66,7 +66,8 @@ def main(argv=None) -> None:
         for size in args.sizes:
             stored, labels = make_gallery(size, dim, args.classes)
             index = NeighbourIndex(stored, labels, args.classes)  # the float32 copy a Gallery keeps
-            matrix = np.ascontiguousarray(stored, dtype=np.float32)  # the same vectors for NumPy
+            matrix = np.ascontiguousarray(stored, dtype=np.float32)  # the same unit vectors for NumPy
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
             queries = rng.standard_normal((32, dim)).astype(np.float32)
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
             single, batch = torch.from_numpy(queries[:1]), torch.from_numpy(queries)

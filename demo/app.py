@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from xcyto.demo.app import main  # noqa: E402
+from xcyto.demo.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -46,24 +46,51 @@ def test_morphology_differs_by_class_in_size_and_ratio():
     assert mean_of("Metaplastic", ratio) > mean_of("Superficial-Intermediate", ratio)
 
 
-def test_shared_palette_gives_no_colour_shortcut_for_three_classes():
-    """Mean cytoplasm colour of Parabasal, Metaplastic and Superficial-Intermediate overlaps."""
-    dataset = make_dataset(300, seed=2, size=96)
-    def hue_ratios(name):
-        values = []
-        for cell in dataset.samples:
-            if cell.class_name == name:
-                pixels = cell.image[cell.cytoplasm_mask & ~cell.nucleus_mask].astype(float)
-                values.append(pixels[:, 0].mean() / pixels[:, 2].mean())  # red / blue
-        return np.array(values)
-    shared = {name: hue_ratios(name) for name in ("Parabasal", "Metaplastic", "Superficial-Intermediate")}
-    for a in shared:
-        for b in shared:
-            low = max(np.percentile(shared[a], 10), np.percentile(shared[b], 10))
-            high = min(np.percentile(shared[a], 90), np.percentile(shared[b], 90))
-            assert high > low, (a, b)  # central ranges overlap: colour alone cannot tell them apart
-    orange = hue_ratios("Dyskeratotic")
-    assert np.median(orange) > np.percentile(shared["Parabasal"], 90)  # keratin stays orange
+def test_evidence_marks_what_defines_each_class():
+    dataset = make_dataset(25, seed=6, size=96)
+    for cell in dataset.samples:
+        nucleus, evidence, whole = cell.nucleus_mask, cell.evidence_mask, cell.cytoplasm_mask
+        if cell.class_name in ("Parabasal", "Superficial-Intermediate"):  # N:C ratio, pyknosis
+            assert np.array_equal(evidence, nucleus)
+        elif cell.class_name == "Dyskeratotic":  # the keratinised clump
+            assert np.array_equal(evidence, whole)
+        else:  # Koilocytotic: halo around the nuclei; Metaplastic: processes beyond the body
+            assert not (nucleus & ~evidence).any() and (evidence & ~nucleus).sum() > nucleus.sum() / 4
+            assert (evidence & ~whole).sum() == 0 and evidence.sum() < whole.sum()
+
+
+def test_generate_cell_takes_a_name_or_index_and_a_seed():
+    by_name, by_index = generate_cell("Parabasal", 12, size=64), generate_cell(3, np.random.default_rng(12), size=64)
+    assert np.array_equal(by_name.image, by_index.image) and by_name.label == 3
+    assert by_name.cell_id == "synthetic-Parabasal-12-0"
+
+
+def _stain_chromaticity(cell) -> np.ndarray:
+    """Mean optical density of the cytoplasm, normalised to sum 1: the stain's colour whatever its thickness."""
+    pixels = cell.image[cell.cytoplasm_mask & ~cell.nucleus_mask].astype(np.float32)
+    density = -np.log((pixels + 1) / 256).mean(axis=0)
+    return density / density.sum()
+
+
+def _best_threshold_accuracy(a: np.ndarray, b: np.ndarray) -> float:
+    """Accuracy of the best single threshold telling ``a`` from ``b``."""
+    values, is_b = np.concatenate([a, b]), np.r_[np.zeros(len(a)), np.ones(len(b))]
+    return max(max(((values > t) == is_b).mean(), ((values <= t) == is_b).mean()) for t in values)
+
+
+def test_shared_palette_gives_no_colour_shortcut():
+    """Koilocytotic, Metaplastic, Parabasal and Superficial-Intermediate: cytoplasm colour tells them apart
+    no better than chance; Dyskeratotic's orange keratin does (so the test can see a colour cue)."""
+    dataset = make_dataset(250, seed=2, size=64)
+    colour = {name: np.array([_stain_chromaticity(c) for c in dataset.samples if c.class_name == name])
+              for name in CLASSES}
+    shared = ["Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"]
+    for i, a in enumerate(shared):
+        for b in shared[i + 1:]:
+            for channel in range(3):
+                assert _best_threshold_accuracy(colour[a][:, channel], colour[b][:, channel]) < 0.72, (a, b, channel)
+    for other in shared:
+        assert _best_threshold_accuracy(colour["Dyskeratotic"][:, 2], colour[other][:, 2]) > 0.95
 
 
 def test_bad_requests_are_clear_errors():

@@ -73,11 +73,14 @@ def _add_data_arguments(parser, default_split: str, allow_none: bool = False) ->
                         "'all' when the bundle has no split.csv)")
     parser.add_argument("--scheme", default=None, help="label scheme (default: the bundle's)")
     parser.add_argument("--synthetic-seed", type=int, default=None,
-                        help="with --data synthetic: generate cells with this seed instead of the bundle's")
+                        help="with --data synthetic: new cells from this seed instead of the bundle's own")
+    parser.add_argument("--synthetic-n", type=int, default=None,
+                        help="with --data synthetic and --synthetic-seed: how many new cells (default: the bundle's)")
     parser.add_argument("--batch-size", type=int, default=64)
 
 
-def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthetic_seed: int | None = None):
+def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthetic_seed: int | None = None,
+               synthetic_n: int | None = None):
     """The cells of ``data`` in ``split`` of the bundle's manifest, and a note on what was taken.
 
     The manifest is ``split.csv`` in the bundle, else in the run folder holding it. With
@@ -93,6 +96,8 @@ def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthet
                                                          ("seed", "seed")) if name in training}
         if synthetic_seed is not None:
             options["seed"] = synthetic_seed
+            if synthetic_n is not None:
+                options["n"] = synthetic_n
         dataset = load_dataset("synthetic", **options)
     else:
         if scheme is None and bundle.config.get("label_scheme", "default") != "default":
@@ -125,7 +130,7 @@ def run_gallery_build(args) -> int:
     from xcyto.embedding.projection import check_method
 
     bundle = load(args.bundle)
-    dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed)
+    dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)
     projections = tuple(check_method(name) for name in args.projections.split(",") if name.strip())
     print(f"gallery of {note}")
     gallery = build_gallery(bundle, dataset, thumbnail_size=args.thumbnail_size, batch_size=args.batch_size,
@@ -142,7 +147,7 @@ def run_flag_rate(args) -> int:
     from xcyto.embedding import false_flag_rate
 
     bundle = load(args.bundle)
-    dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed)
+    dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)
     result = false_flag_rate(bundle, dataset, batch_size=args.batch_size)
     print(f"{note}: {result['flagged']} of {result['n']} flagged as unlike the training cells "
           f"({100 * result['rate']:.1f}%; expected about {100 - result['percentile']:g}% for cells like them)")
@@ -172,7 +177,7 @@ def run_project(args) -> int:
     projection = gallery.projection(args.method)
     placement = None
     if args.split != "none":
-        dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed)
+        dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)
         placement = place_cells(bundle, dataset, method=args.method, batch_size=args.batch_size, progress=True)
         print(f"placed {note} on the {projection.method} map: {int(placement.errors.sum())} misclassified "
               f"(ringed), {int(placement.atypical.sum())} flagged as unlike the training cells")

@@ -5,38 +5,43 @@
 
 Every answer goes through :func:`xcyto.explain` (one cell, or the batch tab's list): the
 page adds formatting only. :class:`Demo` holds the logic (plain Python, testable
-without a browser); :func:`build` wires it to Gradio components; :func:`main` parses
-the command line and launches. Named API endpoints (``gradio_client``): ``/explain``,
-``/figure``, ``/opacity``, ``/batch``.
+without a browser); :func:`build` wires it to Gradio components; :func:`launch` serves
+it (the command line is ``xcyto/demo/cli.py``). Named API endpoints for ``gradio_client``:
+``/explain``, ``/figure``, ``/opacity``, ``/batch``.
 """
-from __future__ import annotations
-
-import argparse
 import html
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-#: Largest upload accepted by the server (images are also refused above
-#: ``xcyto.data.io.MAX_PIXELS`` pixels, from their header, before decoding).
-MAX_FILE_SIZE = "20mb"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+import gradio as gr  # noqa: E402
+
+from xcyto.data.io import read_image  # noqa: E402
+from xcyto.demo import views  # noqa: E402
+from xcyto.demo.cell_info import DISCLAIMER  # noqa: E402
+from xcyto.demo.cli import DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_SIZE, NEIGHBOURS, example_files  # noqa: E402,F401
+from xcyto.demo.embedding_map import MapViews  # noqa: E402
+from xcyto.embedding.projection import check_method  # noqa: E402
+from xcyto.errors import ImageError, XcytoError  # noqa: E402
+from xcyto.explain import DEFAULT_METHODS, explain, get_method, list_methods, resolve_bundle  # noqa: E402
+from xcyto.explain.api import gallery_for  # noqa: E402
+from xcyto.explain.render import OVERLAY_OPACITY, figure_png  # noqa: E402
+from xcyto.plotting import class_colors  # noqa: E402
+
 #: Requests explained at once; more wait in the queue. Each uses every CPU core already.
 CONCURRENCY = 1
 QUEUE_SIZE = 32
 MAX_BATCH = 48
-NEIGHBOURS = 8
 PREDICTED = "predicted class"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 CSS = """
 .xc-banner {background:#fff8c5; border:1px solid #d4a72c; border-radius:6px; padding:8px 12px; color:#3b2300;}
@@ -53,14 +58,12 @@ CSS = """
 .xc-dot {display:inline-block; width:10px; height:10px; border-radius:5px; margin-right:6px;}
 .xc-flag, .xc-error {color:#cf222e;}
 .xc-footer {color:#57606a; font-size:13px;}
+/* galleries as tall as their thumbnails (Gradio reserves 450 px otherwise) */
+.xc-gallery .fixed-height {min-height:0 !important; max-height:none !important;}
+.xc-gallery .caption-label {max-width:calc(100% - 8px) !important; white-space:normal !important; line-height:1.25;
+                            opacity:0.85 !important;}
+#embedding-map img {object-fit:contain;}
 """
-
-
-def _gradio():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
-    import gradio
-
-    return gradio
 
 
 class Demo:
@@ -73,12 +76,6 @@ class Demo:
 
     def __init__(self, bundle=None, examples: list[Path] | None = None, map_method: str = "umap",
                  neighbours: int = NEIGHBOURS, fit_map_in_background: bool = True):
-        from xcyto.embedding.projection import check_method
-        from xcyto.explain import DEFAULT_METHODS, list_methods, resolve_bundle
-        from xcyto.explain.api import gallery_for
-        from xcyto.explain.registry import get_method
-        from xcyto.errors import XcytoError
-
         self.bundle = resolve_bundle(bundle)
         self.neighbours = int(neighbours)
         self.examples = [Path(p) for p in (examples or [])]
@@ -92,8 +89,6 @@ class Demo:
             self.gallery = None
         self.maps = None
         if self.gallery is not None:
-            from xcyto.demo.embedding_map import MapViews
-
             self.maps = MapViews(self.gallery, check_method(map_method), fit_in_background=fit_map_in_background)
         self.output_dir = Path(tempfile.mkdtemp(prefix="xcyto-demo-"))
 
@@ -108,11 +103,6 @@ class Demo:
         ``methods``: registry names (default: Grad-CAM and IG). ``target``: a class name,
         or ``"predicted class"``. ``opacity``: of the heatmaps over the cell (0-1).
         """
-        from xcyto.explain import explain
-        from xcyto.explain.render import OVERLAY_OPACITY
-        from xcyto.demo import views
-
-        gr = _gradio()
         if image is None:
             return self.empty_outputs()
         path, name = _payload_path(image)
@@ -122,7 +112,7 @@ class Demo:
             raise _error("Choose at least one explanation method (Grad-CAM is the fastest).")
         target = None if target in (None, "", PREDICTED) else target
         opacity = OVERLAY_OPACITY if opacity is None else float(opacity)
-        explanation = self._explain(explain, array, methods=methods, target=target, neighbours=self.neighbours)
+        explanation = self._explain(array, methods=methods, target=target, neighbours=self.neighbours)
         explanation.source = name
         state = views.heatmap_state(explanation)
         default = abs(opacity - OVERLAY_OPACITY) < 1e-6
@@ -141,16 +131,16 @@ class Demo:
     def empty_outputs(self):
         return ("", None, [], [], [], None, "", None, None, None, None)
 
+    def pick_example(self, selected: gr.SelectData):
+        """The example image clicked in the examples gallery (it then goes through ``explain_cell``)."""
+        return str(self.examples[selected.index])
+
     def reblend(self, state: dict | None, opacity: float):
         """The heatmap gallery at another opacity, from the display maps kept in the session."""
-        from xcyto.demo.views import heatmap_items
-
-        return [] if not state else heatmap_items(state, float(opacity))
+        return [] if not state else views.heatmap_items(state, float(opacity))
 
     def figure(self, explanation):
         """The explanation figure (``Explanation.plot()``) as a PNG file, for download."""
-        from xcyto.explain.render import figure_png
-
         if explanation is None:
             return None
         name = explanation.source or "cell"
@@ -160,11 +150,6 @@ class Demo:
     def batch(self, files, methods=("gradcam",)):
         """Classify several images in one ``explain`` call. Returns ``(html table, rows)``;
         unreadable files get a row with their error instead of stopping the batch."""
-        from xcyto.demo import views
-        from xcyto.explain import explain
-        from xcyto.plotting import class_colors
-
-        gr = _gradio()
         files = [f for f in (files or []) if f is not None]
         if not files:
             raise _error("Upload one or more cell images first.")
@@ -183,7 +168,7 @@ class Demo:
                 errors[name] = html.unescape(error.message)
         explanations = []
         if arrays:
-            explanations = self._explain(explain, arrays, methods=list(methods), neighbours=self.neighbours)
+            explanations = self._explain(arrays, methods=list(methods), neighbours=self.neighbours)
         classes = self.bundle.classes
         table = views.batch_html(names, explanations, errors, class_colors(classes))
         frame = {"headers": views.batch_columns(classes), "data": views.batch_rows(names, explanations, errors, classes)}
@@ -192,11 +177,6 @@ class Demo:
     # -- helpers ----------------------------------------------------------------------------
     def _read(self, path: str, name: str, notify: bool = True) -> np.ndarray:
         """Decode an upload with xcyto's reader; its errors become a message naming the file."""
-        from PIL import Image
-        from xcyto.data.io import read_image
-        from xcyto.errors import ImageError
-
-        gr = _gradio()
         try:
             array = read_image(path)
         except ImageError as error:
@@ -212,10 +192,7 @@ class Demo:
                 gr.Warning(f"{name}: {note}")
         return array
 
-    def _explain(self, explain, images, **options):
-        from xcyto.errors import XcytoError
-
-        gr = _gradio()
+    def _explain(self, images, **options):
         try:
             return explain(images, bundle=self.bundle, **options)
         except XcytoError as error:
@@ -228,6 +205,11 @@ class Demo:
         path = folder / f"{stem}-{suffix}"
         path.write_bytes(payload)
         return path
+
+
+def _example_caption(path: Path) -> str:
+    """``Koilocytotic-2.png`` -> ``Koilocytotic`` (the example's true class, by the file naming)."""
+    return re.sub(r"[-_ ]?\d+$", "", path.stem) or path.stem
 
 
 def _payload_path(item) -> tuple[str, str]:
@@ -245,7 +227,7 @@ def _payload_path(item) -> tuple[str, str]:
 
 def _error(message: str, title: str = "Error"):
     """A message for the page (Gradio renders it as HTML) and for API clients; no traceback in the log."""
-    return _gradio().Error(html.escape(message, quote=False), title=title, print_exception=False)
+    return gr.Error(html.escape(message, quote=False), title=title, print_exception=False)
 
 
 def _mode_note(mode: str) -> str | None:
@@ -264,7 +246,6 @@ CELL_OUTPUTS = ("verdict", "probabilities", "heatmaps", "neighbours", "nearest_o
 
 
 def theme():
-    gr = _gradio()
     # System fonts only: the page must not wait for (or fail on) web fonts when offline.
     return gr.themes.Default(primary_hue="blue", neutral_hue="slate",
                              font=["system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
@@ -273,11 +254,6 @@ def theme():
 
 def build(demo: Demo):
     """The Gradio Blocks of ``demo`` (not launched)."""
-    from xcyto.demo import views
-    from xcyto.demo.cell_info import DISCLAIMER
-    from xcyto.explain.render import OVERLAY_OPACITY
-
-    gr = _gradio()
     bundle = demo.bundle
     with gr.Blocks(title=f"xcyto demo: {bundle.name}", analytics_enabled=False) as blocks:
         gr.Markdown("# xcyto: why the classifier says what it says about a Pap smear cell")
@@ -288,43 +264,45 @@ def build(demo: Demo):
                     elem_id="bundle-info")
         with gr.Tab("One cell"):
             with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=280):
+                with gr.Column(scale=1, min_width=300):
                     image = gr.Image(label="Cell image (a single-cell crop)", type="filepath",
-                                     sources=["upload", "clipboard"], height=260, elem_id="cell-image")
+                                     sources=["upload", "clipboard"], height=240, elem_id="cell-image")
+                    examples = None
                     if demo.examples:
-                        gr.Examples(examples=[[str(p)] for p in demo.examples], inputs=[image],
-                                    label="Example cells: click one", examples_per_page=12,
-                                    example_labels=[p.stem for p in demo.examples])
-                with gr.Column(scale=3, min_width=320):
+                        examples = gr.Gallery([(str(p), _example_caption(p)) for p in demo.examples],
+                                              label="Example cells (not used in training): click one",
+                                              columns=5, fit_columns=False, allow_preview=False,
+                                              object_fit="contain", elem_id="examples",
+                                              elem_classes=["xc-gallery"])
+                with gr.Column(scale=1, min_width=300):
                     verdict = gr.HTML(elem_id="verdict")
                     probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=len(bundle.classes),
-                                             elem_id="probabilities")
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=4):
-                    heatmaps = gr.Gallery(label="Heatmaps: where the evidence for the explained class lies",
-                                          columns=4, height=250, object_fit="contain", format="png",
-                                          allow_preview=True, elem_id="heatmaps")
-                with gr.Column(scale=1, min_width=220):
-                    methods = gr.CheckboxGroup(views.method_choices(demo.methods, demo.slow_methods),
-                                               value=demo.default_methods, label="Methods")
+                                             show_heading=False, elem_id="probabilities")
+            heatmaps = gr.Gallery(label="Heatmaps: where the evidence for the explained class lies (bright = more)",
+                                  columns=6, fit_columns=False, object_fit="contain", format="png",
+                                  allow_preview=True, elem_id="heatmaps", elem_classes=["xc-gallery"])
+            with gr.Row(equal_height=True):
+                methods = gr.CheckboxGroup(views.method_choices(demo.methods, demo.slow_methods),
+                                           value=demo.default_methods, label="Methods", scale=4)
+                with gr.Column(scale=1, min_width=200):
                     target = gr.Dropdown([PREDICTED] + bundle.classes, value=PREDICTED, label="Explain the class")
                     opacity = gr.Slider(0.0, 1.0, value=OVERLAY_OPACITY, step=0.05, label="Heatmap opacity")
+            neighbours = gr.Gallery(label="Nearest training cells, most similar first (cosine similarity in the "
+                                    "model's embedding)", columns=8, fit_columns=False, object_fit="contain",
+                                    format="png", elem_id="neighbours", elem_classes=["xc-gallery"])
             with gr.Row(equal_height=False):
-                with gr.Column(scale=3):
-                    neighbours = gr.Gallery(label="Nearest training cells (same embedding; cosine similarity)",
-                                            columns=4, height=290, object_fit="contain", format="png",
-                                            elem_id="neighbours")
+                with gr.Column(scale=1):
                     nearest = gr.Gallery(label="Closest training cell of each other class", columns=4,
-                                         height=170, object_fit="contain", format="png", elem_id="nearest")
-                with gr.Column(scale=2):
-                    embedding_map = gr.Image(label="Where the cell sits among the training cells", format="png",
-                                             interactive=False, elem_id="embedding-map", buttons=["download"])
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=3):
+                                         fit_columns=False, object_fit="contain", format="png", elem_id="nearest",
+                                         elem_classes=["xc-gallery"])
                     cell_info = gr.Markdown(elem_id="cell-info")
-                with gr.Column(scale=2):
-                    json_file = gr.File(label="Explanation (JSON)", interactive=False)
-                    figure_file = gr.File(label="Explanation figure (PNG)", interactive=False)
+                    with gr.Row():
+                        json_file = gr.File(label="Explanation (JSON)", interactive=False, min_width=160)
+                        figure_file = gr.File(label="Explanation figure (PNG)", interactive=False, min_width=160)
+                with gr.Column(scale=1):
+                    embedding_map = gr.Image(label="Where the cell sits among the training cells", format="png",
+                                             show_label=False, interactive=False, elem_id="embedding-map",
+                                             buttons=["download", "fullscreen"])
             with gr.Accordion("Explanation as JSON", open=False):
                 details = gr.JSON(show_label=False)
             heatmap_state = gr.State()
@@ -337,6 +315,9 @@ def build(demo: Demo):
                           preprocess=False, trigger_mode="always_last")
             event.success(demo.figure, inputs=[explanation_state], outputs=[figure_file], api_name="figure",
                           show_progress="hidden")
+            if examples is not None:
+                examples.select(demo.pick_example, inputs=None, outputs=[image], api_visibility="private",
+                                show_progress="hidden")
             opacity.release(demo.reblend, inputs=[heatmap_state, opacity], outputs=[heatmaps], api_name="opacity",
                             show_progress="hidden", trigger_mode="always_last")
 
@@ -356,10 +337,8 @@ def build(demo: Demo):
 
 
 def _about(demo: Demo) -> str:
-    from xcyto.demo.views import method_title
-
     bundle = demo.bundle
-    methods = ", ".join(f"`{m}` ({method_title(m)})" for m in demo.methods)
+    methods = ", ".join(f"`{m}` ({views.method_title(m)})" for m in demo.methods)
     return f"""
 ### What the page shows
 - **Prediction**: the class with the highest temperature-calibrated probability (temperature {bundle.temperature:.2f}).
@@ -378,64 +357,7 @@ See "Use via API" at the bottom of the page, or the README, for a `gradio_client
 """
 
 
-# -- the command line ----------------------------------------------------------------------------
-def default_examples() -> Path:
-    return Path(__file__).resolve().parents[2] / "artifacts" / "examples"
-
-
-def example_files(folder: Path | None) -> list[Path]:
-    if folder is None or not Path(folder).is_dir():
-        return []
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def parser() -> argparse.ArgumentParser:
-    from xcyto.explain.api import BUNDLE_ENV
-
-    p = argparse.ArgumentParser(
-        prog="demo/app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="xcyto demo: a cell's prediction beside heatmaps, nearest training cells and the training map.",
-        epilog="Examples:\n  python demo/app.py\n  python demo/app.py --bundle runs/herlev/bundle --port 8000\n"
-               "  XCYTO_BUNDLE=runs/herlev/bundle python demo/app.py --host 0.0.0.0\n\n"
-               "Research use only; not for diagnosis.")
-    p.add_argument("--bundle", type=Path, default=None,
-                   help=f"bundle folder to serve (default: ${BUNDLE_ENV}, else artifacts/demo-bundle, "
-                        "trained on synthetic cells)")
-    p.add_argument("--examples", type=Path, default=None,
-                   help="folder of example cell images (default: artifacts/examples when the bundle is the "
-                        "synthetic demo bundle)")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
-                   "machine only; 0.0.0.0 opens it to the network)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
-                   help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
-    p.add_argument("--map", dest="map_method", choices=["umap", "pca"], default="umap",
-                   help="training map to place cells on (default umap; fitted in the background on first use)")
-    p.add_argument("--neighbours", type=int, default=NEIGHBOURS, help=f"nearest training cells shown "
-                   f"(default {NEIGHBOURS})")
-    p.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"largest upload (default {MAX_FILE_SIZE})")
-    return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    from xcyto.errors import XcytoError
-
-    try:
-        demo = Demo(args.bundle, map_method=args.map_method, neighbours=args.neighbours)
-    except XcytoError as error:
-        sys.exit(f"demo/app.py: {error}")
-    from xcyto.demo.views import is_synthetic
-
-    examples = args.examples if args.examples is not None else (default_examples() if is_synthetic(demo.bundle)
-                                                                 else None)
-    demo.examples = example_files(examples)
-    blocks = launch(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
-                    block=True)
-    blocks.close()
-    demo.close()
-
-
+# -- launching -----------------------------------------------------------------------------------
 def launch(demo: Demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, share: bool = False,
            max_file_size: str = MAX_FILE_SIZE, block: bool = False, quiet: bool = False):
     """Build and launch ``demo``; returns the Blocks (``block=False``: the server runs in a thread)."""
@@ -448,4 +370,4 @@ def launch(demo: Demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT
     return blocks
 
 
-__all__ = ["CELL_OUTPUTS", "Demo", "build", "launch", "main", "parser"]
+__all__ = ["CELL_OUTPUTS", "Demo", "build", "example_files", "launch"]

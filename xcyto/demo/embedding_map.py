@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 
 from xcyto.errors import XcytoError
 
-#: Resolution of the rendered map (figure inches x DPI = pixels: 7.5 x 6 in -> 600 x 480 px).
-MAP_DPI = 80
+#: Resolution of the rendered map (figure inches x DPI = pixels: 7.5 x 6 in -> 750 x 600 px).
+MAP_DPI = 100
 STAR_RADIUS = 12
 STAR_FILL = (255, 215, 0)
 

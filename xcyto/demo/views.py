@@ -88,7 +88,7 @@ def heatmap_state(explanation) -> dict:
 
 def _heatmap_caption(explanation, name: str) -> str:
     heatmap = explanation.heatmaps[name]
-    caption = f"{method_title(name)} for {explanation.target}"
+    caption = method_title(name)
     gap = heatmap.info.get("completeness_gap")
     if gap is not None:
         caption += f" (completeness gap {gap:.2f})"
@@ -114,20 +114,21 @@ def heatmap_items(state: dict, opacity: float, overlays: list[np.ndarray] | None
 # -- neighbours -------------------------------------------------------------------------------
 def neighbour_items(explanation) -> list[tuple]:
     """The nearest training cells, most similar first, captioned with class and cosine similarity."""
-    return [(n.thumbnail, f"{n.class_name} · similarity {n.similarity:.2f}") for n in explanation.neighbours]
+    return [(n.thumbnail, f"{n.class_name} {n.similarity:.2f}") for n in explanation.neighbours]
 
 
 def nearest_other_items(explanation) -> list[tuple]:
     """The closest training cell of every class other than the prediction, most similar first."""
     others = [n for name, n in explanation.nearest_per_class.items() if name != explanation.predicted]
     others.sort(key=lambda n: -n.similarity)
-    return [(n.thumbnail, f"closest {n.class_name} · similarity {n.similarity:.2f}") for n in others]
+    return [(n.thumbnail, f"{n.class_name} {n.similarity:.2f}") for n in others]
 
 
 # -- the bundle -------------------------------------------------------------------------------
 def is_synthetic(bundle) -> bool:
+    """Whether the bundle was trained on xcyto's synthetic cells (``data.source`` ``synthetic[:...]``)."""
     data = bundle.config.get("data") or {}
-    return str(data.get("source", "")).lower() == "synthetic"
+    return any(str(data.get(key, "")).lower().split(":")[0] == "synthetic" for key in ("source", "layout"))
 
 
 def bundle_markdown(bundle, gallery_size: int | None) -> str:

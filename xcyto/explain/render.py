@@ -115,7 +115,8 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3)
             axis.set_title(f"{neighbour.class_name}\nsim {float(neighbour.similarity):.2f}", fontsize=7, color=colour)
-        figure.text(0.01, 0.02, "nearest training cells (same embedding)", fontsize=8)
+            if index == 0:
+                axis.set_ylabel("nearest\ntraining cells", fontsize=8)
     return figure
 
 

@@ -1,0 +1,104 @@
+"""Drive the demo page in headless Chromium: the browser test and the README screenshot.
+
+    python -m xcyto.demo.browser --out docs/images/demo.png      # shipped bundle, port chosen freely
+
+Uses Playwright's Python API with the system Chromium (``/usr/bin/chromium``; Playwright's
+own browser download is not needed). :func:`explain_example` loads the page, clicks an
+example cell, waits for the prediction, the heatmaps, the neighbours and the map, and
+returns what the browser console reported.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VIEWPORT = {"width": 1360, "height": 900}
+
+
+@dataclass
+class PageReport:
+    """What happened in the browser: console errors, uncaught page errors, what the page showed."""
+
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
+    predicted: str = ""
+    heatmaps: int = 0
+    neighbours: int = 0
+    seconds: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def explain_example(url: str, screenshot: Path | None = None, example: int = 1, timeout_s: float = 120,
+                    methods: int = 2) -> PageReport:
+    """Open ``url``, click example number ``example``, wait for the answer; optionally save a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    report = PageReport()
+    timeout = timeout_s * 1000
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.on("console", lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: report.page_errors.append(str(error)))
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:"))
+                    else report.external_requests.append(r.url))
+            started = time.perf_counter()
+            page.goto(url, wait_until="load", timeout=timeout)
+            # Gradio keeps a heartbeat stream open, so "network idle" never comes: wait for elements.
+            page.locator("#examples button.thumbnail-item").nth(example).click(timeout=timeout)
+            page.locator("#verdict .xc-predicted").wait_for(timeout=timeout)
+            page.locator("#heatmaps img").nth(methods).wait_for(timeout=timeout)  # the cell + one per method
+            page.locator("#neighbours img").first.wait_for(timeout=timeout)
+            page.locator("#embedding-map img").first.wait_for(timeout=timeout)
+            report.seconds = time.perf_counter() - started
+            report.predicted = page.locator("#verdict .xc-predicted").inner_text()
+            report.heatmaps = page.locator("#heatmaps img").count()
+            report.neighbours = page.locator("#neighbours img").count()
+            if screenshot is not None:
+                # every image decoded (galleries load lazily) before the picture is taken
+                page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout)
+                page.wait_for_timeout(500)
+                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Screenshot the demo after explaining an example cell.")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle (default: the shipped demo bundle)")
+    parser.add_argument("--examples", type=Path, default=None, help="example cells (default: artifacts/examples)")
+    parser.add_argument("--out", type=Path, default=Path("docs/images/demo.png"))
+    parser.add_argument("--example", type=int, default=2, help="which example to click (0-based)")
+    args = parser.parse_args(argv)
+    from xcyto.demo.app import Demo, launch
+    from xcyto.demo.cli import default_examples, example_files
+
+    demo = Demo(args.bundle, examples=example_files(args.examples or default_examples()))
+    demo.maps and demo.maps.wait()  # show the UMAP map, not the PCA stand-in
+    port = free_port()
+    blocks = launch(demo, port=port, quiet=True)
+    try:
+        report = explain_example(f"http://127.0.0.1:{port}/", screenshot=args.out, example=args.example)
+    finally:
+        blocks.close()
+        demo.close()
+    print(f"{args.out}: predicted {report.predicted} in {report.seconds:.1f} s; console errors "
+          f"{report.console_errors or 'none'}; external requests {report.external_requests or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""``python demo/app.py``: the demo's command line. Parsing needs neither torch nor gradio,
+so ``--help`` answers at once; the app is imported only to run it."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: Largest upload the server accepts (images are also refused above
+#: ``xcyto.data.io.MAX_PIXELS`` pixels, from their header, before decoding).
+MAX_FILE_SIZE = "20mb"
+NEIGHBOURS = 8
+BUNDLE_ENV = "XCYTO_BUNDLE"  # as xcyto.explain.api.BUNDLE_ENV (not imported: it pulls in torch)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def default_examples() -> Path:
+    """Held-out synthetic cells written by ``artifacts/build_demo_bundle.py``."""
+    return REPO / "artifacts" / "examples"
+
+
+def example_files(folder: Path | None) -> list[Path]:
+    """The image files of ``folder``, sorted by name (none when it is missing)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="demo/app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="xcyto demo: a cell's prediction beside its heatmaps, its nearest training cells and its "
+                    "place on the training map. Research use only; not for diagnosis.",
+        epilog="examples:\n"
+               "  python demo/app.py                                   # shipped demo bundle (synthetic cells)\n"
+               "  python demo/app.py --bundle runs/herlev/bundle --port 8000\n"
+               f"  {BUNDLE_ENV}=runs/herlev/bundle python demo/app.py --host 0.0.0.0   # reachable from the network")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help=f"bundle folder to serve (default: ${BUNDLE_ENV}, else artifacts/demo-bundle, "
+                        "trained on synthetic cells)")
+    p.add_argument("--examples", type=Path, default=None,
+                   help="folder of example cell images to offer (default: artifacts/examples when the bundle "
+                        "was trained on synthetic cells, else none)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
+                   help=f"port (default {DEFAULT_PORT}, or $GRADIO_SERVER_PORT)")
+    p.add_argument("--share", action="store_true",
+                   help="also open a public gradio.live tunnel (off unless given; needs internet)")
+    p.add_argument("--map", dest="map_method", choices=["umap", "pca"], default="umap",
+                   help="training map to place cells on (default umap; when the bundle has none stored it is "
+                        "fitted in the background and PCA is shown meanwhile)")
+    p.add_argument("--neighbours", type=int, default=NEIGHBOURS,
+                   help=f"nearest training cells to show (default {NEIGHBOURS})")
+    p.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"largest upload (default {MAX_FILE_SIZE})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.neighbours < 0:
+        sys.exit("demo/app.py: --neighbours must be 0 or more")
+    if args.bundle is not None and not args.bundle.is_dir():
+        sys.exit(f"demo/app.py: no bundle folder at {args.bundle}")
+    print("loading the model and starting the demo ...", file=sys.stderr, flush=True)
+    from xcyto.demo.app import Demo, launch
+    from xcyto.demo.views import is_synthetic
+    from xcyto.errors import XcytoError
+
+    try:
+        demo = Demo(args.bundle, map_method=args.map_method, neighbours=args.neighbours)
+    except XcytoError as error:
+        sys.exit(f"demo/app.py: {error}")
+    folder = args.examples if args.examples is not None else (default_examples() if is_synthetic(demo.bundle)
+                                                               else None)
+    demo.examples = example_files(folder)
+    try:
+        launch(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
+               block=True)
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()
