@@ -122,11 +122,12 @@ def test_the_index_chunks_and_leaves_one_out_exactly():
     vectors = unit_rows(rng.standard_normal((3000, 24))).astype(np.float32)
     labels = rng.integers(0, 4, 3000)
     labels[labels == 2] = 3  # a class with no cells
-    index = NeighbourIndex(vectors, labels, n_classes=4, chunk_elements=5000)  # many chunks
+    groups = np.arange(3000) // 3  # source groups of three cells
+    index = NeighbourIndex(vectors, labels, n_classes=4, groups=groups, chunk_elements=5000)  # many chunks
     queries = torch.from_numpy(vectors[:40])
-    result = index.search(queries, k=6, per_class=True, exclude=torch.arange(40))
+    result = index.search(queries, k=6, per_class=True, exclude_groups=torch.from_numpy(groups[:40]))
     similarities = vectors[:40] @ vectors.T
-    similarities[np.arange(40), np.arange(40)] = -np.inf
+    similarities[groups[:40, None] == groups[None, :]] = -np.inf  # the query's own group left out
     assert np.array_equal(result.indices.numpy(), np.argsort(-similarities, axis=1)[:, :6])
     for label in (0, 1, 3):
         members = np.flatnonzero(labels == label)
@@ -205,9 +206,10 @@ def test_calibration_uses_leave_one_out_neighbours_and_a_shrinkage_gaussian(gall
     index = gallery.index
     rows = torch.arange(len(gallery))
     vectors = index.matrix[index.position[rows]]
-    # the neighbour reference: each training cell's 5th neighbour, itself excluded
+    # the neighbour reference: each training cell's 5th neighbour, its own source group excluded
     similarities = vectors.double().numpy() @ vectors.double().numpy().T
-    np.fill_diagonal(similarities, -np.inf)
+    groups = np.asarray(gallery.groups)
+    similarities[groups[:, None] == groups[None, :]] = -np.inf
     expected = np.sort(1 - np.sort(similarities, axis=1)[:, -5])
     assert np.allclose(calibration.knn_reference, expected, atol=1e-5)
     # the spread model is scikit-learn's Ledoit-Wolf Mahalanobis distance

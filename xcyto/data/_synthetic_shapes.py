@@ -2,8 +2,8 @@
 
 Everything is drawn as stain *density* into 2-D float maps, one map per stain (the
 centre cell's cytoplasm, nuclei, a neighbouring cell); ``synthetic._photograph``
-turns them into light with one ``cv2.transform`` (Beer-Lambert). Drawing in 2-D and
-inside each shape's bounding box is what keeps a cell under a millisecond.
+turns them into light with one matrix product and one ``exp`` (Beer-Lambert).
+Drawing in 2-D, inside each shape's bounding box, is what keeps a cell cheap.
 Sizes are fractions of the crop width, so a cell looks the same at any resolution.
 """
 from __future__ import annotations
@@ -20,7 +20,10 @@ PINK = np.array([0.93, 0.60, 0.70], np.float32)  # eosinophilic cytoplasm
 BLUE_GREEN = np.array([0.58, 0.80, 0.80], np.float32)  # cyanophilic cytoplasm
 KERATIN_ORANGE = np.array([0.97, 0.62, 0.30], np.float32)  # Orange G on keratin
 HEMATOXYLIN = np.array([0.40, 0.32, 0.58], np.float32)  # nuclei
+_CLEAR = np.ones(3, np.float32)
 _SUBPIXEL = 3  # fillPoly shift: outlines placed to 1/8 pixel, so small nuclei stay round
+BODY = 150  # shade of a shape's inside; its rim, up to 255, is up to 1.7 times as dense
+_ORDERS = np.arange(2, 6)  # harmonics that bend a blob
 
 
 def optical_density(transmittance: np.ndarray) -> np.ndarray:
@@ -37,17 +40,15 @@ def cytoplasm_colour(rng, class_name: str) -> np.ndarray:
 
 
 def blob(rng, n_points: int, irregularity: float) -> np.ndarray:
-    """Unit-radius closed outline ``(n_points, 2)``: a circle bent by random harmonics 2 to 5."""
+    """Unit-radius closed outline ``(n_points, 2)``: a circle bent by random harmonics 2 to 5.
+
+    Gaussian cosine and sine weights give each harmonic a random phase; a harmonic's mean
+    amplitude is about ``irregularity / order``.
+    """
     cos_sin, unit_circle = _harmonics(n_points)
-    amplitudes = irregularity / _ORDERS * rng.normal(size=len(_ORDERS))
-    phases = rng.uniform(0, 2 * np.pi, len(_ORDERS))
-    # sum_k a_k cos(k t + p_k) = sum_k a_k cos(p_k) cos(k t) - a_k sin(p_k) sin(k t)
-    weights = np.concatenate([amplitudes * np.cos(phases), -amplitudes * np.sin(phases)])
+    weights = rng.normal(0, 0.8 * irregularity, 2 * len(_ORDERS)) / np.tile(_ORDERS, 2)
     radius = np.minimum(np.maximum(1 + weights @ cos_sin, 0.55), 1.5)  # np.clip is slow on small arrays
     return unit_circle * radius[:, None]
-
-
-_ORDERS = np.arange(2, 6)
 
 
 @lru_cache(maxsize=None)
@@ -90,9 +91,6 @@ def fill(size: int, *outlines: np.ndarray) -> np.ndarray:
     return mask
 
 
-_CLEAR = np.ones(3, np.float32)
-
-
 def random_offsets(rng, highest: int, count: int) -> np.ndarray:
     """``count`` random crop offsets in 0..highest, as pairs (rng.integers(..., size) is slow)."""
     return (rng.random(count) * (highest + 1)).astype(int).reshape(-1, 2)
@@ -100,7 +98,7 @@ def random_offsets(rng, highest: int, count: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _noise_tiles(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth unit-variance noise, 4 crops wide: mottling of period ~size/5, granules of ~3 px at 128."""
+    """Smooth unit-variance noise, 4 crops wide: mottling ~size/6 across, granules ~3 px at 128."""
     rng = np.random.default_rng(8675309)
     tiles = []
     for cells in (24, max(32, 4 * size // 3)):  # noise cells across the tile: coarse, fine
@@ -124,39 +122,49 @@ class Canvas:
         self.coarse = coarse_tile[row:row + size, col:col + size]
         self.fine = fine_tile[fine_row:fine_row + size, fine_col:fine_col + size]
 
-    def add(self, stain: str, mask: np.ndarray, strength: float, texture: tuple[float, float] | None = None):
-        """Add ``strength`` x ``mask`` (0/1 or 0..255 uint8) of ``stain`` inside the mask's bounding box.
+    def add(self, stain: str, shade: np.ndarray, strength: float, texture: tuple[float, float] | None = None):
+        """Add ``stain`` where ``shade`` (uint8) is non-zero: ``strength`` per ``BODY`` of shade.
 
         ``texture`` = (coarse, fine) amplitudes of stain unevenness and granularity. Edges
         stay hard here: the focus blur of the whole image softens them all at once.
         """
-        left, top, width, height = cv2.boundingRect(mask)
+        left, top, width, height = cv2.boundingRect(shade)
         if width == 0 or height == 0:
             return
-        bottom, right = top + height, left + width
-        layer = mask[top:bottom, left:right].astype(np.float32)
-        if texture is not None:
-            field = (self.coarse[top:bottom, left:right] * np.float32(texture[0])
-                     + self.fine[top:bottom, left:right] * np.float32(texture[1]) + np.float32(1))
-            layer *= np.maximum(field, 0.1, out=field)
-        layer *= np.float32(strength)
-        self.density[stain][top:bottom, left:right] += layer
-
-    def outline(self, stain: str, outline: np.ndarray, strength: float, within: np.ndarray | None = None):
-        """A thin darker edge along ``outline``: the folded border of a flat cell, a nuclear membrane."""
-        edge = np.zeros((self.size, self.size), np.uint8)
-        thickness = max(1, round(self.size / 128))
-        cv2.polylines(edge, [outline.reshape(-1, 1, 2)], True, 255, thickness, cv2.LINE_AA, _SUBPIXEL)
-        if within is not None:
-            edge *= within
-        self.add(stain, edge, strength / 255)
+        rows, cols = slice(top, top + height), slice(left, left + width)
+        scale = strength / BODY
+        if texture is None:
+            layer = cv2.multiply(shade[rows, cols], scale, dtype=cv2.CV_32F)
+        else:
+            field = cv2.addWeighted(self.coarse[rows, cols], texture[0], self.fine[rows, cols], texture[1], 1.0)
+            cv2.threshold(field, 0.0, 0.0, cv2.THRESH_TOZERO, dst=field)  # no negative stain
+            layer = cv2.multiply(shade[rows, cols], field, scale=scale, dtype=cv2.CV_32F)
+        self.density[stain][rows, cols] += layer
 
 
-# Per class: cell radius range, outline, cytoplasm density, texture (coarse, fine), nucleus
-# radius range (fraction of the crop, or of the cell radius where noted), its darkness,
-# chromatin granularity and irregularity.
+def shade(size: int, outline: np.ndarray, rim: int = 255, within: np.ndarray | None = None) -> np.ndarray:
+    """uint8 amount of stain: ``BODY`` inside ``outline``, up to ``rim`` on its anti-aliased edge
+    (the folded border of a flat cell, a nuclear membrane), optionally cut to ``within``."""
+    amount = fill(size, outline)
+    if within is not None:
+        amount &= within
+    amount *= np.uint8(BODY)
+    draw_rim(amount, outline, rim)
+    return amount
+
+
+def draw_rim(amount: np.ndarray, outline: np.ndarray, level: int, closed: bool = True):
+    thickness = max(1, round(amount.shape[0] / 128))
+    cv2.polylines(amount, [outline.reshape(-1, 1, 2)], closed, level, thickness, cv2.LINE_AA, _SUBPIXEL)
+
+
 def draw_cell(canvas: Canvas, rng, class_name: str, centre: np.ndarray, scale: float):
-    """Draw one cell of ``class_name`` centred near ``centre``; return uint8 (cell, nucleus, evidence) masks."""
+    """Draw one cell of ``class_name`` centred near ``centre``; return uint8 0/1 (cell, nucleus, evidence) masks.
+
+    ``scale`` is the crop width in pixels times a magnification jitter. Each class sets: cell
+    radius and outline, cytoplasm density and texture (coarse, fine), nuclei (centre, radius),
+    nuclear darkness, chromatin granularity and nuclear irregularity.
+    """
     size = canvas.size
     angle = rng.uniform(0, 2 * np.pi)
     body = None  # the outline without processes (Metaplastic)
@@ -204,41 +212,36 @@ def draw_cell(canvas: Canvas, rng, class_name: str, centre: np.ndarray, scale: f
         raise ValueError(class_name)
 
     cell = fill(size, cell_outline)
-    canvas.add("cytoplasm", cell, density, texture=texture)
-    canvas.outline("cytoplasm", cell_outline, 0.5 * density)
     evidence = np.zeros_like(cell)
-    if class_name == "Superficial-Intermediate":
-        _draw_folds(canvas, rng, centre, radius, cell, 0.7 * density)
-    if halo is not None:  # a sharp clear zone: cytoplasm pushed aside by the virus
+    cytoplasm = cell * np.uint8(BODY)
+    if halo is not None:  # a sharp clear zone: cytoplasm pushed aside by the virus, a thin film left
         halo_mask = fill(size, halo) & cell
-        canvas.add("cytoplasm", halo_mask, -0.85 * density, texture=None)
-        canvas.outline("cytoplasm", halo, 0.8 * density, within=cell)
+        cytoplasm -= halo_mask * np.uint8(BODY - BODY // 10)
+        draw_rim(cytoplasm, halo, 255)
         evidence |= halo_mask
+    if class_name == "Superficial-Intermediate":
+        _draw_folds(cytoplasm, rng, centre, radius)
+    cytoplasm *= cell  # rims and creases stop at the cell border...
+    draw_rim(cytoplasm, cell_outline, 255)  # ...which has its own
+    canvas.add("cytoplasm", cytoplasm, density, texture=texture)
     nucleus = np.zeros_like(cell)
     for nucleus_centre, nucleus_radius in nuclei:
         nucleus_outline = place(blob(rng, 32, irregularity), nucleus_centre, max(nucleus_radius, 1.5),
                                 rng.uniform(0, np.pi), rng.uniform(1.0, 1.3))
-        one_nucleus = fill(size, nucleus_outline) & cell
+        one_nucleus = shade(size, nucleus_outline, rim=200, within=cell)
         canvas.add("nuclei", one_nucleus, nucleus_strength, texture=(0.1, chromatin))
-        canvas.outline("nuclei", nucleus_outline, 0.3 * nucleus_strength)
-        nucleus |= one_nucleus
+        nucleus |= fill(size, nucleus_outline) & cell
     if body is not None:
         evidence |= cell & (1 - fill(size, body))
     evidence |= cell if class_name == "Dyskeratotic" else nucleus
     return cell, nucleus, evidence
 
 
-def _draw_folds(canvas: Canvas, rng, centre, radius: float, cell: np.ndarray, strength: float):
+def _draw_folds(cytoplasm: np.ndarray, rng, centre, radius: float):
     """A few creases across a flat superficial cell."""
-    count = int(rng.integers(0, 4))
-    if not count:
-        return
-    folds = np.zeros_like(cell)
-    for _ in range(count):
+    for _ in range(int(rng.integers(0, 4))):
         ends = centre + rng.uniform(-radius, radius, (3, 2))
-        cv2.polylines(folds, [np.round(ends * (1 << _SUBPIXEL)).astype(np.int32).reshape(-1, 1, 2)], False, 1,
-                      max(1, round(canvas.size / 128)), cv2.LINE_8, _SUBPIXEL)
-    canvas.add("cytoplasm", folds & cell, strength)
+        draw_rim(cytoplasm, np.round(ends * (1 << _SUBPIXEL)).astype(np.int32), 255, closed=False)
 
 
 def draw_neighbour(canvas: Canvas, rng):
@@ -251,23 +254,24 @@ def draw_neighbour(canvas: Canvas, rng):
     canvas.colour["neighbour"] = cytoplasm_colour(rng, "Parabasal")
     outline = place(blob(rng, 48, 0.3), centre, radius, rng.uniform(0, 2 * np.pi))
     density = rng.uniform(0.3, 0.7)
-    canvas.add("neighbour", fill(size, outline), density, texture=(0.15, 0.08))
-    canvas.outline("neighbour", outline, 0.5 * density)
+    canvas.add("neighbour", shade(size, outline), density, texture=(0.15, 0.08))
     nucleus_centre = centre + (size / 2 - centre) * rng.uniform(0.1, 0.4)
-    nucleus = fill(size, place(blob(rng, 24, 0.05), nucleus_centre, rng.uniform(0.04, 0.07) * size, 0.0))
-    canvas.add("nuclei", nucleus, rng.uniform(1.0, 1.8), texture=(0.1, 0.2))
+    nucleus = place(blob(rng, 24, 0.05), nucleus_centre, rng.uniform(0.04, 0.07) * size, 0.0)
+    canvas.add("nuclei", shade(size, nucleus, rim=200), rng.uniform(1.0, 1.8), texture=(0.1, 0.2))
 
 
 def draw_debris(canvas: Canvas, rng, count: int):
-    """Specks and small dark clumps: bacteria, leukocyte nuclei, dried stain."""
-    size = canvas.size
+    """Specks and small dark clumps: bacteria, leukocyte nuclei (three lobes), dried stain."""
+    size, unit = canvas.size, 1 << _SUBPIXEL
+    if not count:
+        return
     debris = np.zeros((size, size), np.uint8)
-    for _ in range(count):
-        centre = rng.uniform(0, size, 2)
-        lobes = 1 if rng.uniform() < 0.7 else 3  # a neutrophil: three small lobes
-        for _ in range(lobes):
-            lobe = centre + (rng.normal(0, size / 90, 2) if lobes > 1 else 0)
-            x, y = np.round(lobe * (1 << _SUBPIXEL)).astype(int)
-            radius = round(rng.uniform(0.006, 0.02) * size * (1 << _SUBPIXEL))
-            cv2.circle(debris, (int(x), int(y)), radius, 1, -1, cv2.LINE_8, _SUBPIXEL)
+    centres = rng.uniform(0, size, (count, 1, 2)) + rng.normal(0, size / 90, (count, 3, 2))  # three lobes...
+    lobes = np.where(rng.random(count) < 0.3, 3, 1)  # ...of which most specks keep one
+    radii = np.round(rng.uniform(0.006, 0.02, (count, 3)) * size * unit).astype(int)
+    points = np.round(centres * unit).astype(int)
+    for speck in range(count):
+        for lobe in range(lobes[speck]):
+            x, y = points[speck, lobe]
+            cv2.circle(debris, (int(x), int(y)), int(radii[speck, lobe]), BODY, -1, cv2.LINE_8, _SUBPIXEL)
     canvas.add("nuclei", debris, rng.uniform(0.5, 1.2))

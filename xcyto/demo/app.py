@@ -37,8 +37,10 @@ from xcyto.explain.api import gallery_for  # noqa: E402
 from xcyto.explain.render import OVERLAY_OPACITY, figure_png  # noqa: E402
 from xcyto.plotting import class_colors  # noqa: E402
 
-#: Requests explained at once; more wait in the queue. Each uses every CPU core already.
+#: Requests that run the model at once (single cells and batches share one queue); more wait
+#: in line. Each already uses every CPU core. Figures and re-blending have queues of their own.
 CONCURRENCY = 1
+MODEL_QUEUE = "model"
 QUEUE_SIZE = 32
 MAX_BATCH = 48
 PREDICTED = "predicted class"
@@ -275,10 +277,10 @@ def build(demo: Demo):
                                               object_fit="contain", elem_id="examples",
                                               elem_classes=["xc-gallery"])
                 with gr.Column(scale=1, min_width=300):
-                    verdict = gr.HTML(elem_id="verdict")
+                    verdict = gr.HTML(label="Prediction", elem_id="verdict")
                     probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=len(bundle.classes),
                                              show_heading=False, elem_id="probabilities")
-            heatmaps = gr.Gallery(label="Heatmaps: where the evidence for the explained class lies (bright = more)",
+            heatmaps = gr.Gallery(label="Heatmaps (bright = evidence for the explained class)",
                                   columns=6, fit_columns=False, object_fit="contain", format="png",
                                   allow_preview=True, elem_id="heatmaps", elem_classes=["xc-gallery"])
             with gr.Row(equal_height=True):
@@ -287,24 +289,23 @@ def build(demo: Demo):
                 with gr.Column(scale=1, min_width=200):
                     target = gr.Dropdown([PREDICTED] + bundle.classes, value=PREDICTED, label="Explain the class")
                     opacity = gr.Slider(0.0, 1.0, value=OVERLAY_OPACITY, step=0.05, label="Heatmap opacity")
-            neighbours = gr.Gallery(label="Nearest training cells, most similar first (cosine similarity in the "
-                                    "model's embedding)", columns=8, fit_columns=False, object_fit="contain",
+            neighbours = gr.Gallery(label="Nearest training cells (class and cosine similarity in the model's embedding)", columns=8, fit_columns=False, object_fit="contain",
                                     format="png", elem_id="neighbours", elem_classes=["xc-gallery"])
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1):
                     nearest = gr.Gallery(label="Closest training cell of each other class", columns=4,
                                          fit_columns=False, object_fit="contain", format="png", elem_id="nearest",
                                          elem_classes=["xc-gallery"])
-                    cell_info = gr.Markdown(elem_id="cell-info")
+                    cell_info = gr.Markdown(label="About the predicted class", elem_id="cell-info")
                     with gr.Row():
-                        json_file = gr.File(label="Explanation (JSON)", interactive=False, min_width=160)
-                        figure_file = gr.File(label="Explanation figure (PNG)", interactive=False, min_width=160)
+                        json_file = gr.File(label="Explanation JSON", interactive=False, min_width=160)
+                        figure_file = gr.File(label="Explanation figure", interactive=False, min_width=160)
                 with gr.Column(scale=1):
-                    embedding_map = gr.Image(label="Where the cell sits among the training cells", format="png",
+                    embedding_map = gr.Image(label="Training map", format="png",
                                              show_label=False, interactive=False, elem_id="embedding-map",
                                              buttons=["download", "fullscreen"])
             with gr.Accordion("Explanation as JSON", open=False):
-                details = gr.JSON(show_label=False)
+                details = gr.JSON(label="Explanation details", show_label=False)
             heatmap_state = gr.State()
             explanation_state = gr.State()
 
@@ -312,7 +313,7 @@ def build(demo: Demo):
                             json_file, details, heatmap_state, explanation_state]
             event = gr.on([image.change, methods.change, target.change], demo.explain_cell,
                           inputs=[image, methods, target, opacity], outputs=cell_outputs, api_name="explain",
-                          preprocess=False, trigger_mode="always_last")
+                          preprocess=False, trigger_mode="always_last", concurrency_id=MODEL_QUEUE)
             event.success(demo.figure, inputs=[explanation_state], outputs=[figure_file], api_name="figure",
                           show_progress="hidden")
             if examples is not None:
@@ -326,9 +327,10 @@ def build(demo: Demo):
                         f"Grad-CAM, up to {MAX_BATCH} images). Files that cannot be read are listed with the reason.")
             files = gr.File(label="Cell images", file_count="multiple", file_types=["image"], elem_id="batch-files")
             run_batch = gr.Button("Classify", variant="primary")
-            table = gr.HTML(elem_id="batch-table")
-            frame = gr.Dataframe(label="Predictions (copy or download)", interactive=False, wrap=True)
-            run_batch.click(demo.batch, inputs=[files], outputs=[table, frame], api_name="batch", preprocess=False)
+            table = gr.HTML(label="Batch table", elem_id="batch-table")
+            frame = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
+            run_batch.click(demo.batch, inputs=[files], outputs=[table, frame], api_name="batch", preprocess=False,
+                            concurrency_id=MODEL_QUEUE)
 
         with gr.Tab("About"):
             gr.Markdown(_about(demo))

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     from xcyto.demo.cli import default_examples, example_files
 
     demo = Demo(args.bundle, examples=example_files(args.examples or default_examples()))
-    demo.maps and demo.maps.wait()  # show the UMAP map, not the PCA stand-in
+    if demo.maps is not None:
+        demo.maps.wait()  # show the UMAP map, not the PCA stand-in
     port = free_port()
     blocks = launch(demo, port=port, quiet=True)
     try:

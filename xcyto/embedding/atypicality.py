@@ -6,12 +6,13 @@ among the training cells, and their maximum calibrated once more:
 - **nearest neighbours**: the cosine distance (``1 - cos``) to the k-th nearest
   training cell (k = 5), as in Sun et al., "Out-of-distribution detection with deep
   nearest neighbors" (ICML 2022). Reference: every training cell's own distance,
-  leave-one-out (its own row excluded). Catches cells in empty regions between the
-  training clusters.
+  leave-one-out; more exactly leave-one-*group*-out, since cells cropped from the same
+  source image are near-duplicates that a new cell never has in the gallery. Catches
+  cells in empty regions between the training clusters.
 - **spread**: the Mahalanobis distance to the training cells' mean, with a
   Ledoit-Wolf shrinkage covariance (Lee et al., NeurIPS 2018, with one shared
-  Gaussian). Reference: 5-fold cross-fitted distances (each fold scored by a fit on
-  the other four, so a cell never calibrates its own fit). Catches inputs that leave
+  Gaussian). Reference: 5-fold cross-fitted distances (each fold of source groups
+  scored by a fit on the other four, so a cell never calibrates its own fit). Catches inputs that leave
   the subspace the training cells span. Small from-scratch CNNs need it: their
   ReLU features all point into one orthant, and a blank field or noise can sit at an
   unremarkable *cosine* distance while being far outside the training spread.
@@ -88,9 +89,9 @@ def _percentile_of(sorted_reference: np.ndarray, values) -> np.ndarray:
 
 
 def kth_distances(index: NeighbourIndex, queries: torch.Tensor, k: int,
-                  exclude: torch.Tensor | None = None) -> np.ndarray:
+                  exclude_groups: torch.Tensor | None = None) -> np.ndarray:
     """Cosine distance of each query to its ``k``-th nearest gallery cell."""
-    result = index.search(queries, k, exclude=exclude)
+    result = index.search(queries, k, exclude_groups=exclude_groups)
     return (1.0 - result.similarities[:, -1].double()).clamp(min=0).numpy()
 
 
@@ -109,26 +110,33 @@ def fit_spread(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def calibrate(index: NeighbourIndex, k: int = DEFAULT_K, percentile: float = DEFAULT_PERCENTILE,
               max_cells: int = MAX_CALIBRATION_CELLS, batch_size: int = 1024, seed: int = 0) -> Calibration:
-    """Reference values of the gallery's own cells (a random ``max_cells`` of them for
-    very large galleries; their neighbours are still searched among all cells)."""
+    """Reference values of the gallery's own cells, each cell's source group left out (a
+    random ``max_cells`` of them for very large galleries, still searched among all cells)."""
     n_cells = len(index)
     if n_cells < 2:
         raise ValueError("atypicality needs a gallery of at least 2 cells")
-    k = min(k, n_cells - 1)
+    groups = index.groups[index.position].numpy()  # gallery order
+    if np.unique(groups, return_counts=True)[1].max() > n_cells - 2:  # (nearly) one group: leave out single cells
+        groups = np.arange(n_cells)
+        index = NeighbourIndex(index.matrix[index.position].numpy(), np.zeros(n_cells), 1, groups=groups)
+    k = min(k, n_cells - int(np.unique(groups, return_counts=True)[1].max()))
     rng = np.random.default_rng(seed)
     rows = np.arange(n_cells) if n_cells <= max_cells else np.sort(rng.choice(n_cells, max_cells, replace=False))
-    vectors = index.matrix[index.position[torch.from_numpy(rows)]]  # gallery order, float32, unit norm
+    vectors = index.matrix[index.position[torch.from_numpy(rows)]].numpy()  # gallery order, unit norm
+    row_groups = torch.from_numpy(groups[rows])
     knn = np.concatenate([
-        kth_distances(index, vectors[start:start + batch_size], k, exclude=torch.from_numpy(rows[start:start + batch_size]))
+        kth_distances(index, torch.from_numpy(vectors[start:start + batch_size]), k,
+                      exclude_groups=row_groups[start:start + batch_size])
         for start in range(0, len(rows), batch_size)
     ])
-    all_vectors = index.matrix.numpy()
+    # cross-fitting: whole source groups per fold, as for the neighbours
+    unique_groups, group_of_row = np.unique(groups[rows], return_inverse=True)
+    folds = (rng.permutation(len(unique_groups)) % min(CROSS_FIT_FOLDS, len(unique_groups)))[group_of_row]
     spread = np.empty(len(rows))
-    folds = rng.permutation(len(rows)) % min(CROSS_FIT_FOLDS, len(rows))
     for fold in np.unique(folds):
-        mean, whitening = fit_spread(vectors.numpy()[folds != fold])
-        spread[folds == fold] = np.linalg.norm((vectors.numpy()[folds == fold] - mean) @ whitening, axis=1)
-    mean, whitening = fit_spread(all_vectors)
+        mean, whitening = fit_spread(vectors[folds != fold])
+        spread[folds == fold] = np.linalg.norm((vectors[folds == fold] - mean) @ whitening, axis=1)
+    mean, whitening = fit_spread(index.matrix.numpy())
     knn_reference, spread_reference = np.sort(knn), np.sort(spread)
     combined = np.maximum(knn / _scale(knn_reference, percentile), spread / _scale(spread_reference, percentile))
     return Calibration(k=k, percentile=float(percentile), knn_reference=knn_reference,

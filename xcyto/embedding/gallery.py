@@ -109,7 +109,7 @@ class Gallery:
     @property
     def index(self) -> NeighbourIndex:
         if self._index is None:
-            self._index = NeighbourIndex(self.embeddings, self.labels, len(self.classes))
+            self._index = NeighbourIndex(self.embeddings, self.labels, len(self.classes), groups=group_codes(self.groups))
         return self._index
 
     # -- neighbours -----------------------------------------------------------------
@@ -203,7 +203,8 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
     labels = np.array([sample.label for sample in samples], dtype=np.int32)
     thumbnails = np.stack([thumbnail(sample.image, thumbnail_size) for sample in samples])
     stored = embeddings.astype(np.float16)
-    index = NeighbourIndex(stored, labels, len(bundle.classes))
+    groups = [str(sample.group) for sample in samples]
+    index = NeighbourIndex(stored, labels, len(bundle.classes), groups=group_codes(groups))
     calibration = calibrate(index, k=k, percentile=percentile)
     meta = {
         "format": FORMAT,
@@ -225,7 +226,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
                         "method": "max of k-NN cosine distance (leave-one-out) and Ledoit-Wolf "
                                   "Mahalanobis (5-fold cross-fitted) percentiles"},
         "cell_ids": [sample.cell_id for sample in samples],
-        "groups": [str(sample.group) for sample in samples],
+        "groups": groups,
     }
     target = Path(bundle.gallery_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +250,11 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
     gallery._index, gallery._maps = index, {}
     _remember(bundle, gallery)
     return gallery
+
+
+def group_codes(groups: list[str]) -> np.ndarray:
+    """Integer code of each cell's source group (same group, same code)."""
+    return np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1].astype(np.int64)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

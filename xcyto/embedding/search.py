@@ -34,10 +34,14 @@ class SearchResult:
 
 
 class NeighbourIndex:
-    """Exact cosine search over unit-norm ``embeddings`` ``(N, D)`` with ``labels`` ``(N,)``."""
+    """Exact cosine search over unit-norm ``embeddings`` ``(N, D)`` with ``labels`` ``(N,)``.
+
+    ``groups`` ``(N,)``: integer source-group codes (default: each row its own group), so
+    searches can leave out a query's own group (see ``search``).
+    """
 
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, n_classes: int,
-                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+                 groups: np.ndarray | None = None, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
         # Reading a memory-mapped float16 array row by row in class order, once.
@@ -47,6 +51,8 @@ class NeighbourIndex:
         self.order = torch.from_numpy(order)
         self.position = torch.empty_like(self.order)
         self.position[self.order] = torch.arange(len(order))
+        groups = np.arange(len(order)) if groups is None else np.asarray(groups, dtype=np.int64)
+        self.groups = torch.from_numpy(np.ascontiguousarray(groups[order]))  # in matrix row order
         # class c occupies rows bounds[c]:bounds[c + 1] of self.matrix
         self.bounds = np.searchsorted(labels[order], np.arange(n_classes + 1)).tolist()
         self.n_classes = n_classes
@@ -61,20 +67,21 @@ class NeighbourIndex:
 
     @torch.no_grad()
     def search(self, queries: torch.Tensor, k: int, per_class: bool = False,
-               exclude: torch.Tensor | None = None) -> SearchResult:
+               exclude_groups: torch.Tensor | None = None) -> SearchResult:
         """The ``k`` most similar gallery cells of each query (unit-norm ``(B, D)``).
 
-        ``exclude``: for each query a gallery row index to leave out (``-1``: none), used
-        for leave-one-out statistics over the gallery itself.
+        ``exclude_groups`` ``(B,)``: for each query a group code whose gallery cells are
+        left out (``-1``: none); with the default groups (one per row) that is
+        leave-one-out over the gallery itself. A query whose exclusion leaves fewer than
+        ``k`` cells gets ``-inf`` similarities in the missing places.
         """
         queries = queries.detach().to("cpu", torch.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (B, {self.dim}), got {tuple(queries.shape)}")
         n_rows, n_queries = len(self), queries.shape[0]
-        k = min(int(k), n_rows - (exclude is not None))
+        k = min(int(k), n_rows)
         if k < 1:
-            raise ValueError("the gallery has too few cells for this search")
-        excluded = None if exclude is None else torch.where(exclude >= 0, self.position[exclude.clamp(min=0)], -1)
+            raise ValueError("the gallery has no cells to search")
         rows_per_chunk = max(1024, self.chunk_elements // max(n_queries, 1))
         top_values, top_rows = [], []
         class_values = torch.full((n_queries, self.n_classes), -torch.inf)
@@ -82,9 +89,9 @@ class NeighbourIndex:
         for start in range(0, n_rows, rows_per_chunk):
             stop = min(start + rows_per_chunk, n_rows)
             similarities = queries @ self.matrix[start:stop].T
-            if excluded is not None:
-                hit = (excluded >= start) & (excluded < stop)
-                similarities[hit.nonzero().squeeze(1), excluded[hit] - start] = -torch.inf
+            if exclude_groups is not None:
+                same_group = self.groups[start:stop][None, :] == exclude_groups[:, None]
+                similarities.masked_fill_(same_group, -torch.inf)
             values, rows = similarities.topk(min(k, stop - start), dim=1)
             top_values.append(values)
             top_rows.append(rows + start)

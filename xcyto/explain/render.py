@@ -173,11 +173,18 @@ def _save_png(array: np.ndarray, path: Path) -> Path:
     return _atomic(path, lambda handle: Image.fromarray(np.ascontiguousarray(array)).save(handle, format="PNG"))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> Path:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)

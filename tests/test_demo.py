@@ -1,0 +1,300 @@
+"""The Gradio demo: its views, its API through ``gradio_client``, bad uploads, the page in Chromium.
+
+One server per module (the session's tiny bundle, PCA map, a free loopback port, in a
+thread); every request goes through it as a user's would.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from xcyto.data.schemes import ABNORMAL, NORMAL
+from xcyto.demo.cell_info import CELL_INFO, DISCLAIMER, RISK_LEVELS, cell_info
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["gradcam"]
+
+
+# -- what the page says about cell types (no model needed) ------------------------------------------
+def test_every_known_class_is_described_with_a_risk_consistent_with_the_label_scheme():
+    from xcyto.data.herlev import BINARY_CLASSES
+    from xcyto.data.sipakmed import SIPAKMED_CLASSES
+
+    herlev = ["normal_superficiel", "normal_intermediate", "normal_columnar", "light_dysplastic",
+              "moderate_dysplastic", "severe_dysplastic", "carcinoma_in_situ"]
+    for name in [*SIPAKMED_CLASSES, *herlev, *BINARY_CLASSES]:
+        info = cell_info(name)
+        assert info is not None, name
+        assert info.risk in RISK_LEVELS and info.description and info.significance
+        if name in ABNORMAL:
+            assert info.risk in ("low-grade", "high-grade"), name
+        if name in NORMAL:
+            assert info.risk in ("normal", "benign"), name
+    assert cell_info("superficial intermediate") is CELL_INFO["Superficial-Intermediate"]
+    assert cell_info("Carcinoma-in-situ") is CELL_INFO["carcinoma_in_situ"]
+    assert cell_info("macrophage") is None
+    assert "not" in DISCLAIMER and "diagnosis" in DISCLAIMER
+
+
+def test_help_answers_without_loading_torch_or_gradio():
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(REPO / "demo" / "app.py"), "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for option in ("--bundle", "--host", "--port", "--share", "XCYTO_BUNDLE"):
+        assert option in result.stdout
+    assert time.perf_counter() - started < 20
+
+
+def test_a_missing_bundle_is_a_clear_exit_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "demo" / "app.py"), "--bundle", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "no bundle folder" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- the server ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> list[Path]:
+    """Two held-out synthetic cells, named like the shipped examples (``<Class>-<i>.png``)."""
+    from xcyto.data.synthetic import generate_cell
+
+    folder = tmp_path_factory.mktemp("examples")
+    paths = []
+    for index, name in enumerate(["Koilocytotic", "Parabasal"]):
+        path = folder / f"{name}-1.png"
+        Image.fromarray(generate_cell(name, 1000 + index, size=64).image).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_bundle, examples):
+    from xcyto.demo.app import Demo
+
+    app = Demo(tiny_bundle, examples=examples, map_method="pca", fit_map_in_background=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    """The app on a free loopback port, in a thread; small upload limit to test it."""
+    from xcyto.demo.app import launch
+    from xcyto.demo.browser import free_port
+
+    port = free_port()
+    blocks = launch(demo, port=port, quiet=True, max_file_size="300kb")
+    yield f"http://127.0.0.1:{port}/"
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
+def explained(server, examples):
+    """One full ``/explain`` call (Grad-CAM and IG) through a downloading client, then ``/figure``."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    result = client.predict(handle_file(str(examples[0])), ["gradcam", "integrated_gradients"], "predicted class",
+                            0.75, api_name="/explain")
+    figure = client.predict(api_name="/figure")
+    reblended = client.predict(0.0, api_name="/opacity")
+    return result, figure, reblended
+
+
+def _image(payload) -> str:
+    """A file path or URL from a gallery item or image output (downloaded or not)."""
+    image = payload["image"] if isinstance(payload, dict) and "image" in payload else payload
+    if isinstance(image, dict):
+        return image.get("path") or image.get("url")
+    return getattr(image, "path", None) or str(image)
+
+
+def test_explain_returns_prediction_heatmaps_neighbours_map_and_downloads(explained, tiny_bundle):
+    result, figure, _ = explained
+    verdict, label, heatmaps, neighbours, nearest, embedding_map, info, json_path, details = result
+    saved = json.loads(Path(json_path).read_text())
+    assert saved["predicted"] == details["predicted"] == label["label"]
+    assert saved["source"] == "Koilocytotic-1.png"  # the upload's name, not a server path
+    assert saved["settings"]["bundle_sha256"] == tiny_bundle.sha256
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(confidences) == set(tiny_bundle.classes)
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-3)
+    assert max(confidences, key=confidences.get) == label["label"]
+    assert label["label"] in verdict and "calibrated probability" in verdict
+
+    assert [item["caption"] for item in heatmaps][:2] == ["cell (model input)", "Grad-CAM"]
+    assert heatmaps[2]["caption"].startswith("Integrated Gradients")
+    pixels = [np.asarray(Image.open(_image(item))) for item in heatmaps]
+    size = tiny_bundle.input_size
+    assert all(p.shape == (size, size, 3) for p in pixels)
+    assert not np.array_equal(pixels[0], pixels[1])  # the overlay is drawn over the cell
+
+    assert len(neighbours) == 8 and len(details["neighbours"]) == 8
+    first = details["neighbours"][0]
+    assert neighbours[0]["caption"] == f"{first['class_name']} {first['similarity']:.2f}"
+    similarities = [n["similarity"] for n in details["neighbours"]]
+    assert similarities == sorted(similarities, reverse=True)
+    assert {item["caption"].rsplit(" ", 1)[0] for item in nearest} == set(tiny_bundle.classes) - {label["label"]}
+    assert np.asarray(Image.open(_image(embedding_map))).ndim == 3
+    assert info.startswith("### ") and "Research use only" in info
+    assert Image.open(figure).format == "PNG"
+
+
+def test_opacity_reblends_the_kept_maps_without_recomputing(explained):
+    result, _, reblended = explained
+    heatmaps = result[2]
+    cell = np.asarray(Image.open(_image(heatmaps[0])))
+    transparent = [np.asarray(Image.open(_image(item))) for item in reblended]
+    assert len(transparent) == len(heatmaps)
+    for overlay in transparent[1:]:  # opacity 0: the cell alone
+        np.testing.assert_array_equal(overlay, cell)
+
+
+def test_explaining_another_class_says_so(client, examples, tiny_bundle):
+    from gradio_client import handle_file
+
+    target = tiny_bundle.classes[0]
+    verdict, label, *_, details = client.predict(handle_file(str(examples[1])), FAST, target, 0.75,
+                                                 api_name="/explain")
+    assert details["target"] == target
+    if details["predicted"] != target:
+        assert f"explain the class <b>{target}</b>" in verdict
+
+
+def _huge_png_header(path: Path, width: int = 9_000, height: int = 6_000) -> Path:
+    """A PNG whose header claims 54 megapixels (and that holds no pixels at all)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_uploads_get_a_clear_error_and_the_server_keeps_serving(server, client, examples, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4), "white").save(tiny)
+    huge = _huge_png_header(tmp_path / "huge.png")
+    expected = {text: "not a readable image", tiny: "too small", huge: "above the limit"}
+    for path, message in expected.items():
+        with pytest.raises(AppError, match=message) as caught:
+            client.predict(handle_file(str(path)), FAST, "predicted class", 0.75, api_name="/explain")
+        assert str(tmp_path) not in str(caught.value)  # the user's file name, not the server's path
+    with pytest.raises(AppError, match="Choose at least one explanation method"):
+        client.predict(handle_file(str(examples[0])), [], "predicted class", 0.75, api_name="/explain")
+    with pytest.raises(AppError, match="unknown class"):
+        client.predict(handle_file(str(examples[0])), FAST, "Macrophage", 0.75, api_name="/explain")
+    noise = tmp_path / "noise.png"  # over the test server's 300 kB upload limit
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(noise)
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client checks first
+        client.predict(handle_file(str(noise)), FAST, "predicted class", 0.75, api_name="/explain")
+    upload = httpx.post(f"{server}gradio_api/upload", files={"files": noise.open("rb")}, timeout=30)
+    assert upload.status_code == 413  # and the server refuses it by itself
+
+    # and the next good request is answered
+    verdict, label, *_ = client.predict(handle_file(str(examples[0])), FAST, "predicted class", 0.75,
+                                        api_name="/explain")
+    assert label["label"] in verdict
+
+
+def test_rgba_and_grayscale_uploads_are_converted_and_explained(client, examples, tmp_path):
+    from gradio_client import handle_file
+
+    rgb = Image.open(examples[0]).convert("RGB")
+    rgba = rgb.copy()
+    rgba.putalpha(200)
+    rgba.save(tmp_path / "cell-rgba.png")
+    rgb.convert("L").save(tmp_path / "cell-gray.png")
+    for name in ("cell-rgba.png", "cell-gray.png"):
+        *_, details = client.predict(handle_file(str(tmp_path / name)), FAST, "predicted class", 0.75,
+                                     api_name="/explain")
+        assert details["source"] == name and details["predicted"]
+
+
+def test_batch_classifies_good_files_and_lists_the_bad_one(client, examples, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    table, frame = client.predict([handle_file(str(p)) for p in (*examples, bad)], api_name="/batch")
+    rows = frame["data"]
+    assert [row[0] for row in rows] == [p.name for p in examples] + ["broken.png"]
+    headers = frame["headers"]
+    assert headers[:3] == ["file", "predicted", "confidence"] and headers[-1] == "error"
+    for row in rows[:2]:
+        assert row[1] and 0 < row[2] <= 1 and row[-1] == ""
+    assert rows[2][1] == "" and "broken.png" in rows[2][-1]
+    assert table.count("<tr>") == 4 and "data:image/png;base64," in table
+
+
+def test_the_map_is_rendered_once_and_a_cell_is_placed_on_it(demo, examples):
+    from xcyto.explain import explain
+
+    view = demo.maps.current()
+    assert view.method == "pca"
+    explanation = explain(str(examples[0]), bundle=demo.bundle, methods=FAST)
+    placed = view.place(explanation.embedding)
+    assert placed.shape == view.background.shape
+    changed = np.argwhere((placed != view.background).any(-1))
+    assert 0 < len(changed) < 2000  # one star, nothing else redrawn
+    position = view.projection.transform(explanation.embedding[None])
+    x, y = view.pixels(position)[0]
+    assert np.abs(changed.mean(0) - [y, x]).max() < 4  # the star sits where the map puts the cell
+
+
+def test_default_bundle_resolves_and_loads_when_shipped():
+    from xcyto.explain import default_bundle_path
+
+    path = default_bundle_path()
+    if not (path / "bundle.json").is_file():
+        pytest.skip(f"no shipped demo bundle at {path} (build it with 'make artifacts')")
+    from xcyto.demo.app import Demo
+    from xcyto.demo.cli import default_examples, example_files
+    from xcyto.demo.views import is_synthetic
+
+    demo = Demo(path, map_method="pca", fit_map_in_background=False)
+    try:
+        assert demo.bundle.path.resolve() == path.resolve() and demo.bundle.classes
+        assert is_synthetic(demo.bundle) and demo.gallery is not None
+        examples = example_files(default_examples())
+        if examples:
+            *_, details = demo.explain_cell(str(examples[0]), FAST)[:9]
+            assert details["predicted"] in demo.bundle.classes
+    finally:
+        demo.close()
+
+
+# -- the page in a browser ---------------------------------------------------------------------------
+def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp_path):
+    from xcyto.demo.browser import CHROMIUM, explain_example
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    report = explain_example(server, screenshot=tmp_path / "demo.png", example=0)
+    assert report.console_errors == [] and report.page_errors == []
+    assert report.external_requests == []  # works offline: no fonts or scripts from the internet
+    assert report.predicted and report.heatmaps == 3 and report.neighbours == 8
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
