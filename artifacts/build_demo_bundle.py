@@ -22,8 +22,9 @@ from xcyto.data.synthetic import make_dataset
 HERE = Path(__file__).resolve().parent
 SETTINGS = dict(
     data="synthetic", synthetic_n=700, synthetic_size=112, model="efficientnet_lite0", image_size=112,
-    epochs=6, batch_size=32, lr=2e-3, backbone_lr_mult=0.3, patience=3, seed=0, gallery=True,
+    epochs=6, batch_size=16, lr=2e-3, backbone_lr_mult=0.3, patience=3, seed=0, gallery=False,
 )
+THUMBNAIL_SIZE = 64  # keeps the shipped bundle small
 EXAMPLE_SEED = 12345  # examples come from another seed than the training cells
 EXAMPLES_PER_CLASS = 2
 
@@ -36,9 +37,21 @@ def build(out: Path, examples: Path) -> None:
         shutil.copytree(Path(run_dir) / "bundle", out)
         for figure in ("confusion_matrix.png", "learning_curves.png", "metrics.json"):
             shutil.copyfile(Path(run_dir) / figure, out / figure)
+    build_demo_gallery(out)
     write_examples(examples)
     test = result.metrics["test"]
     print(f"demo bundle: {out} (test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f})")
+
+
+def build_demo_gallery(bundle_path: Path) -> None:
+    """The training cells' embeddings, small thumbnails, and the PCA and UMAP maps."""
+    from xcyto.data import load_dataset
+    from xcyto.embedding import build_gallery
+    from xcyto.training.evaluate import select_split
+
+    bundle = xcyto.load(bundle_path)
+    train_cells = select_split(bundle, load_dataset(bundle.config["data"]["source"]), "train")
+    build_gallery(bundle, train_cells, thumbnail_size=THUMBNAIL_SIZE, projections=("pca", "umap"))
 
 
 def write_examples(folder: Path) -> None:

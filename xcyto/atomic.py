@@ -16,6 +16,15 @@ from pathlib import Path
 import numpy as np
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success rename it over ``path``."""
@@ -25,6 +34,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files private; keep the usual mode
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
@@ -38,6 +48,7 @@ def atomic_dir(path: str | os.PathLike):
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_UMASK)
         if path.exists():
             retired = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, retired)
