@@ -20,14 +20,13 @@ from xcyto.cli.embedding import load_cells
 from xcyto.embedding import build_gallery, embed, embed_cells, false_flag_rate, load_gallery
 from xcyto.embedding.gallery import _open
 from xcyto.embedding.search import NeighbourIndex
-from xcyto.errors import BundleError, XcytoError
-from tests.tiny import make_tiny_bundle
+from xcyto.errors import BundleError, EmbeddingError
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A bundle trained for seconds on synthetic cells; its gallery built by the training loop."""
-    return make_tiny_bundle(tmp_path_factory.mktemp("tiny"))
+def tiny(tiny_bundle):
+    """The session's tiny bundle (conftest); its gallery was built by the training loop."""
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +163,7 @@ def test_umap_map_places_cells_among_their_neighbours_and_tsne_refuses_new_cells
 
     tsne = gallery.projection("tsne")
     assert tsne.coords.shape == (len(gallery), 2) and np.isfinite(tsne.coords).all()
-    with pytest.raises(XcytoError, match="no transform"):
+    with pytest.raises(EmbeddingError, match="no transform"):
         tsne.transform(embeddings[:1])
 
 

@@ -41,3 +41,7 @@ class TrainingError(XcytoError):
 
 class ExplainError(XcytoError):
     """An explanation was asked for with an unknown method, class or bad input."""
+
+
+class EmbeddingError(XcytoError):
+    """A gallery, map or neighbour search cannot give what was asked (e.g. t-SNE has no transform)."""
