@@ -20,6 +20,7 @@ and neighbours), for efficientnet_lite0 when it is among the models.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -191,13 +192,21 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"explain latency on {name}, {args.size} px, IG {args.steps} steps, batch {args.batch}, "
-          f"median of {args.repeats}; torch {torch.__version__}\n")
+          f"median of {args.repeats}; torch {torch.__version__}; load average {_load()}\n")
     print_header()
     for model in args.models:
         bench_model(model, args, device)
     if "efficientnet_lite0" in args.models:
         bench_end_to_end(args, device)
+    print(f"\nload average at the end: {_load()} (other processes share the CPU: compare columns, not runs)")
     return 0
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -67,6 +67,12 @@ def test_deletion_and_insertion_reward_the_map_that_points_at_the_evidence():
 def test_pixel_ranks_put_the_largest_value_first():
     maps = torch.tensor([[[0.1, 0.9], [0.5, 0.3]]])
     assert pixel_ranks(maps).tolist() == [[3, 0, 1, 2]]
+    squares = torch.zeros(1, 4, 4)
+    squares[0, 2:, 2:] = torch.tensor([[0.2, 0.0], [0.0, 0.1]])  # weak pixels, strongest square
+    squares[0, 0, 0] = 0.25  # the strongest pixel, in a weaker square
+    ranks = pixel_ranks(squares, block=2).view(4, 4)
+    assert sorted(ranks[2:, 2:].flatten().tolist()) == [0, 1, 2, 3]  # the square goes first, whole
+    assert sorted(ranks[:2, :2].flatten().tolist()) == [4, 5, 6, 7]
 
 
 def test_localisation_share_and_pointing_game():

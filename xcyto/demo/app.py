@@ -9,14 +9,19 @@ without a browser); :func:`build` wires it to Gradio components; :func:`launch` 
 it (the command line is ``xcyto/demo/cli.py``). Named API endpoints for ``gradio_client``:
 ``/explain``, ``/figure``, ``/opacity``, ``/batch``.
 """
+import atexit
+import hashlib
 import html
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +34,11 @@ from xcyto.data.io import read_image  # noqa: E402
 from xcyto.demo import views  # noqa: E402
 from xcyto.demo.cell_info import DISCLAIMER  # noqa: E402
 from xcyto.demo.cli import DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_SIZE, NEIGHBOURS, example_files  # noqa: E402,F401
-from xcyto.demo.embedding_map import MapViews  # noqa: E402
+from xcyto.demo.embedding_map import JPEG_QUALITY, MapViews  # noqa: E402
 from xcyto.embedding.projection import check_method  # noqa: E402
 from xcyto.errors import ImageError, XcytoError  # noqa: E402
 from xcyto.explain import DEFAULT_METHODS, explain, get_method, list_methods, resolve_bundle  # noqa: E402
-from xcyto.explain.api import gallery_for  # noqa: E402
+from xcyto.explain.api import MIN_SIDE, gallery_for  # noqa: E402
 from xcyto.explain.render import OVERLAY_OPACITY, figure_png  # noqa: E402
 from xcyto.plotting import class_colors  # noqa: E402
 
@@ -41,6 +46,9 @@ from xcyto.plotting import class_colors  # noqa: E402
 #: in line. Each already uses every CPU core. Figures and re-blending have queues of their own.
 CONCURRENCY = 1
 MODEL_QUEUE = "model"
+#: How long, and for how many responses at most, their files (overlays, map, JSON, figure) are kept.
+KEEP_SECONDS = 3600
+KEEP_RESPONSES = 2000
 QUEUE_SIZE = 32
 MAX_BATCH = 48
 PREDICTED = "predicted class"
@@ -54,8 +62,9 @@ CSS = """
 .xc-warning {background:#ffebe9; border:1px solid #cf222e; border-radius:6px; padding:8px 12px; margin-top:8px;
              color:#82071e;}
 .xc-risk {color:#fff; border-radius:10px; padding:1px 9px; font-size:13px; font-weight:600;}
-.xc-batch {border-collapse:collapse; width:100%;}
-.xc-batch td, .xc-batch th {padding:4px 8px; border-bottom:1px solid #d0d7de; text-align:left; vertical-align:middle;}
+.xc-batch {border-collapse:collapse; width:100%; border:none !important;}
+.xc-batch td, .xc-batch th {padding:4px 8px !important; border:none !important; border-bottom:1px solid #d0d7de !important;
+                            text-align:left; vertical-align:middle;}
 .xc-batch img {width:64px; height:64px; image-rendering:auto;}
 .xc-dot {display:inline-block; width:10px; height:10px; border-radius:5px; margin-right:6px;}
 .xc-flag, .xc-error {color:#cf222e;}
@@ -93,6 +102,13 @@ class Demo:
         if self.gallery is not None:
             self.maps = MapViews(self.gallery, check_method(map_method), fit_in_background=fit_map_in_background)
         self.output_dir = Path(tempfile.mkdtemp(prefix="xcyto-demo-"))
+        atexit.register(shutil.rmtree, self.output_dir, True)  # also when close() is never called
+        # Served from here as they are: Gradio's per-file checks and copies into its cache
+        # cost more than writing the files. Only this app writes here; names are random.
+        gr.set_static_paths([self.output_dir])
+        self._thumbnails: dict[str, str] = {}  # gallery cell id -> its PNG, written once
+        self._recent: deque[tuple[float, Path]] = deque()
+        self._files_lock = threading.Lock()  # events run in worker threads, several queues at once
 
     def close(self) -> None:
         shutil.rmtree(self.output_dir, ignore_errors=True)
@@ -119,16 +135,23 @@ class Demo:
         state = views.heatmap_state(explanation)
         default = abs(opacity - OVERLAY_OPACITY) < 1e-6
         overlays = [h.overlay for h in explanation.heatmaps.values()] if default else None
+        folder = self._request_folder()
         map_image = None
         if self.maps is not None and explanation.embedding is not None:
             view = self.maps.current()
-            map_image = None if view is None else view.place(explanation.embedding)
+            if view is not None:
+                map_image = folder / "map.jpg"
+                Image.fromarray(view.place(explanation.embedding)).save(map_image, quality=JPEG_QUALITY)
+                map_image = str(map_image)
         details = explanation.to_dict()
-        json_path = self._write(name, "explanation.json", json.dumps(details, indent=2).encode())
+        json_path = folder / f"{_stem(name)}-explanation.json"
+        json_path.write_text(json.dumps(details, indent=2))
         return (views.verdict_html(explanation), views.probabilities(explanation),
-                views.heatmap_items(state, opacity, overlays), views.neighbour_items(explanation),
-                views.nearest_other_items(explanation), map_image, views.cell_info_markdown(explanation.predicted),
-                str(json_path), details, state, explanation)
+                self._files(views.heatmap_items(state, opacity, overlays), folder),
+                self._neighbour_files(explanation.neighbours, views.neighbour_items(explanation)),
+                self._neighbour_files(views.nearest_others(explanation), views.nearest_other_items(explanation)),
+                map_image, views.cell_info_markdown(explanation.predicted), str(json_path), details, state,
+                explanation)
 
     def empty_outputs(self):
         return ("", None, [], [], [], None, "", None, None, None, None)
@@ -139,14 +162,15 @@ class Demo:
 
     def reblend(self, state: dict | None, opacity: float):
         """The heatmap gallery at another opacity, from the display maps kept in the session."""
-        return [] if not state else views.heatmap_items(state, float(opacity))
+        return [] if not state else self._files(views.heatmap_items(state, float(opacity)), self._request_folder())
 
     def figure(self, explanation):
         """The explanation figure (``Explanation.plot()``) as a PNG file, for download."""
         if explanation is None:
             return None
-        name = explanation.source or "cell"
-        return str(self._write(name, "explanation.png", figure_png(explanation.plot(), dpi=110)))
+        path = self._request_folder() / f"{_stem(explanation.source or 'cell')}-explanation.png"
+        path.write_bytes(figure_png(explanation.plot(), dpi=110))
+        return str(path)
 
     # -- many cells -------------------------------------------------------------------------
     def batch(self, files, methods=("gradcam",)):
@@ -183,6 +207,9 @@ class Demo:
             array = read_image(path)
         except ImageError as error:
             raise _error(str(error).replace(str(path), name), "Cannot use this file") from None
+        if min(array.shape[:2]) < MIN_SIDE:  # explain() refuses it too, but could not name the file
+            raise _error(f"{name}: {array.shape[1]} x {array.shape[0]} pixels is too small to explain (need at "
+                         f"least {MIN_SIDE} x {MIN_SIDE}); upload a single-cell crop", "Cannot use this file")
         if notify:
             try:
                 with Image.open(path) as header:
@@ -200,13 +227,51 @@ class Demo:
         except XcytoError as error:
             raise _error(str(error), "Cannot explain this image") from None
 
-    def _write(self, source: str, suffix: str, payload: bytes) -> Path:
-        folder = self.output_dir / uuid.uuid4().hex[:12]
+    # Images leave as PNG files written here (fast compression; training-cell thumbnails once
+    # per cell), not as arrays: Gradio would encode each array itself at PNG's default level,
+    # about 10 ms per thumbnail, the largest part of what the app added to a request.
+    def _request_folder(self) -> Path:
+        """A fresh folder for one response's files. Folders older than ``KEEP_SECONDS`` go
+        (and the oldest beyond ``KEEP_RESPONSES``), so downloads stay valid for an hour."""
+        folder = self.output_dir / uuid.uuid4().hex
         folder.mkdir(parents=True)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(source)).stem)[:60] or "cell"
-        path = folder / f"{stem}-{suffix}"
-        path.write_bytes(payload)
-        return path
+        now = time.monotonic()
+        expired = []
+        with self._files_lock:
+            self._recent.append((now, folder))
+            while len(self._recent) > KEEP_RESPONSES or now - self._recent[0][0] > KEEP_SECONDS:
+                expired.append(self._recent.popleft()[1])
+        for old in expired:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def _files(self, items: list[tuple], folder: Path) -> list[tuple[str, str]]:
+        return [(_png(image, folder / f"{index}.png"), caption) for index, (image, caption) in enumerate(items)]
+
+    def _neighbour_files(self, neighbours: list, items: list[tuple]) -> list[tuple[str, str]]:
+        out = []
+        for neighbour, (thumbnail, caption) in zip(neighbours, items):
+            key = str(neighbour.cell_id)
+            path = self._thumbnails.get(key)
+            if path is None:
+                name = hashlib.sha1(key.encode()).hexdigest()[:16]
+                path = _png(thumbnail, self.output_dir / "thumbnails" / f"{name}.png")
+                self._thumbnails[key] = path
+            out.append((path, caption))
+        return out
+
+
+def _png(image: np.ndarray, path: Path) -> str:
+    """Write a PNG (fast compression) under a temporary name, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{uuid.uuid4().hex}.png")
+    Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG", compress_level=1)
+    os.replace(temporary, path)
+    return str(path)
+
+
+def _stem(source: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(source)).stem)[:60] or "cell"
 
 
 def _example_caption(path: Path) -> str:
@@ -257,7 +322,9 @@ def theme():
 def build(demo: Demo):
     """The Gradio Blocks of ``demo`` (not launched)."""
     bundle = demo.bundle
-    with gr.Blocks(title=f"xcyto demo: {bundle.name}", analytics_enabled=False) as blocks:
+    # delete_cache: Gradio's copies of uploads older than an hour go, checked hourly.
+    with gr.Blocks(title=f"xcyto demo: {bundle.name}", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as blocks:
         gr.Markdown("# xcyto: why the classifier says what it says about a Pap smear cell")
         banner = views.synthetic_banner(bundle)
         if banner:
@@ -328,7 +395,8 @@ def build(demo: Demo):
             files = gr.File(label="Cell images", file_count="multiple", file_types=["image"], elem_id="batch-files")
             run_batch = gr.Button("Classify", variant="primary")
             table = gr.HTML(label="Batch table", elem_id="batch-table")
-            frame = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
+            with gr.Accordion("Every probability, as a table to copy", open=False):
+                frame = gr.Dataframe(label="Predictions", interactive=False, wrap=False)
             run_batch.click(demo.batch, inputs=[files], outputs=[table, frame], api_name="batch", preprocess=False,
                             concurrency_id=MODEL_QUEUE)
 
@@ -367,8 +435,15 @@ def launch(demo: Demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT
     blocks.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     allowed = sorted({str(p.parent.resolve()) for p in demo.examples})
     blocks.launch(server_name=host, server_port=port, share=bool(share), max_file_size=max_file_size,
-                  allowed_paths=allowed, prevent_thread_lock=not block, quiet=quiet, show_error=True,
+                  allowed_paths=allowed, prevent_thread_lock=True, quiet=True, show_error=True,
                   ssr_mode=False, theme=theme(), css=CSS, footer_links=["api", "settings"])
+    if not quiet:
+        bundle = demo.bundle
+        print(f"xcyto demo of {bundle.name} ({bundle.architecture}, sha256 {(bundle.sha256 or '?')[:12]}) on "
+              f"{blocks.local_url}" + (f" and {blocks.share_url}" if blocks.share_url else "")
+              + ("; Ctrl+C stops it" if block else ""), flush=True)
+    if block:
+        blocks.block_thread()
     return blocks
 
 

@@ -55,17 +55,13 @@ def explain_example(url: str, screenshot: Path | None = None, example: int = 1, 
             page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:"))
                     else report.external_requests.append(r.url))
             started = time.perf_counter()
-            page.goto(url, wait_until="load", timeout=timeout)
-            # Gradio keeps a heartbeat stream open, so "network idle" never comes: wait for elements.
-            page.locator("#examples button.thumbnail-item").nth(example).click(timeout=timeout)
-            page.locator("#verdict .xc-predicted").wait_for(timeout=timeout)
-            page.locator("#heatmaps img").nth(methods).wait_for(timeout=timeout)  # the cell + one per method
-            page.locator("#neighbours img").first.wait_for(timeout=timeout)
-            page.locator("#embedding-map img").first.wait_for(timeout=timeout)
+            try:
+                _explain_example(page, url, report, example, timeout, methods)
+            except Exception:
+                if screenshot is not None:  # what the page showed when it went wrong
+                    page.screenshot(path=str(Path(screenshot).with_suffix(".failed.png")), full_page=True)
+                raise
             report.seconds = time.perf_counter() - started
-            report.predicted = page.locator("#verdict .xc-predicted").inner_text()
-            report.heatmaps = page.locator("#heatmaps img").count()
-            report.neighbours = page.locator("#neighbours img").count()
             if screenshot is not None:
                 # every image decoded (galleries load lazily) before the picture is taken
                 page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout)
@@ -75,6 +71,19 @@ def explain_example(url: str, screenshot: Path | None = None, example: int = 1, 
         finally:
             browser.close()
     return report
+
+
+def _explain_example(page, url: str, report: PageReport, example: int, timeout: float, methods: int) -> None:
+    page.goto(url, wait_until="load", timeout=timeout)
+    # Gradio keeps a heartbeat stream open, so "network idle" never comes: wait for elements.
+    page.locator("#examples button.thumbnail-item").nth(example).click(timeout=timeout)
+    page.locator("#verdict .xc-predicted").wait_for(timeout=timeout)
+    page.locator("#heatmaps img").nth(methods).wait_for(timeout=timeout)  # the cell + one per method
+    page.locator("#neighbours img").first.wait_for(timeout=timeout)
+    page.locator("#embedding-map img").first.wait_for(timeout=timeout)
+    report.predicted = page.locator("#verdict .xc-predicted").inner_text()
+    report.heatmaps = page.locator("#heatmaps img").count()
+    report.neighbours = page.locator("#neighbours img").count()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,9 +48,10 @@ def verdict_html(explanation) -> str:
         parts.append(f"<div class='xc-note'>The heatmaps explain the class <b>{_esc(e.target)}</b> "
                      f"(probability {e.probabilities[e.target]:.2f}), not the prediction.</div>")
     if e.atypical:
+        share = "any of them" if e.atypicality >= 99.95 else f"{e.atypicality:.1f}% of them"
         parts.append(
             "<div class='xc-warning' role='alert'><b>Unlike the training cells.</b> This cell lies farther from the "
-            f"training cells than {e.atypicality:.0f}% of them (atypicality score {e.atypicality:.0f}/100). "
+            f"training cells than {share} do (atypicality score {e.atypicality:.0f}/100). "
             "The prediction, the heatmaps and the neighbours may not be reliable: it may be another kind of cell, "
             "debris, an unusual stain or a bad crop.</div>")
     elif e.atypicality is not None:
@@ -117,11 +118,14 @@ def neighbour_items(explanation) -> list[tuple]:
     return [(n.thumbnail, f"{n.class_name} {n.similarity:.2f}") for n in explanation.neighbours]
 
 
-def nearest_other_items(explanation) -> list[tuple]:
+def nearest_others(explanation) -> list:
     """The closest training cell of every class other than the prediction, most similar first."""
     others = [n for name, n in explanation.nearest_per_class.items() if name != explanation.predicted]
-    others.sort(key=lambda n: -n.similarity)
-    return [(n.thumbnail, f"{n.class_name} {n.similarity:.2f}") for n in others]
+    return sorted(others, key=lambda n: -n.similarity)
+
+
+def nearest_other_items(explanation) -> list[tuple]:
+    return [(n.thumbnail, f"{n.class_name} {n.similarity:.2f}") for n in nearest_others(explanation)]
 
 
 # -- the bundle -------------------------------------------------------------------------------

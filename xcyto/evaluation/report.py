@@ -287,6 +287,7 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
         "randomisation_threshold": None if randomisation is None else randomisation.threshold,
         "pointing_tolerance_px": tolerance, "bootstrap_resamples": bootstrap,
         "deletion_baseline": "background", "insertion_baseline": "background",
+        "deletion_block_px": max(1, round(bundle.input_size / 16)),
         "registered_methods": list_methods(),
     }
     return EvaluationReport(values=values, rows=rows, curves=curves, randomisation=randomisation, settings=settings)

@@ -30,8 +30,9 @@ from xcyto.explain.registry import Method, resolve_methods
 DEFAULT_METHODS = ("gradcam", "integrated_gradients")
 NORMALISE = ("individual", "shared")
 ROBUST_QUANTILE = 0.99
-#: Options every method accepts: the CAM layer, the seed, the memory budget (MiB).
-COMMON_OPTIONS = {"layer", "seed", "memory_mb"}
+#: Options every method accepts: the CAM layer, the seed, the memory budget (MiB), and
+#: ``channels_last`` (default True: on CPU, many-pass methods run the model channels-last).
+COMMON_OPTIONS = {"layer", "seed", "memory_mb", "channels_last"}
 
 
 @dataclass
@@ -118,20 +119,24 @@ def explain_batch(model, batch: torch.Tensor, methods=DEFAULT_METHODS, targets=N
         if batch.is_inference():  # made under torch.inference_mode(): autograd cannot use it as is
             batch = batch.clone()
         context = Context(model, batch, layer=layer, embedding_layer=embedding_layer, mean=mean, std=std,
-                          seed=int(options.get("seed", 0)), memory_mb=options.get("memory_mb"))
+                          seed=int(options.get("seed", 0)), memory_mb=options.get("memory_mb"),
+                          channels_last=bool(options.get("channels_last", True)))
         started = _now(batch)
         logits = context.forward()
         seconds["forward"] = _now(batch) - started
         targets = resolve_targets(targets, logits)
         raw: dict[str, torch.Tensor] = {}
-        for method in methods:
-            context.method, context.options = method.name, settings[method.name]
-            if "layer" in settings[method.name]:
-                settings[method.name]["layer"] = layer
-            started = _now(batch)
-            maps = method.compute(model, batch, targets, context)
-            raw[method.name] = upsample(maps, batch.shape[-2:]).detach()
-            seconds[method.name] = _now(batch) - started
+        try:
+            for method in methods:
+                context.method, context.options = method.name, settings[method.name]
+                if "layer" in settings[method.name]:
+                    settings[method.name]["layer"] = layer
+                started = _now(batch)
+                maps = method.compute(model, batch, targets, context)
+                raw[method.name] = upsample(maps, batch.shape[-2:]).detach()
+                seconds[method.name] = _now(batch) - started
+        finally:
+            context.restore()
     embedding = F.normalize(context.embedding, dim=1) if context.embedding is not None else None
     result = BatchResult(logits=logits, targets=targets, embedding=embedding, raw=raw, info=context.info,
                          settings=settings, seconds=seconds)

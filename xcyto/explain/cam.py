@@ -102,6 +102,7 @@ def scorecam(model, batch, targets, context):
     image_chunk = min(batch_size, rows)
     channel_chunk = max(1, rows // image_chunk)
     scores = torch.empty(batch_size, channels, device=batch.device, dtype=torch.float32)
+    context.many_passes()
     with torch.no_grad():
         for start in range(0, batch_size, image_chunk):
             images = batch[start:start + image_chunk]

@@ -47,7 +47,7 @@ class Context:
 
     def __init__(self, model: nn.Module, batch: torch.Tensor, *, layer: str | None = "backbone",
                  embedding_layer: str | None = "pool", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                 seed: int = 0, memory_mb: float | None = None) -> None:
+                 seed: int = 0, memory_mb: float | None = None, channels_last: bool = True) -> None:
         self.model = model
         self.batch = batch
         self.layer = layer
@@ -64,6 +64,8 @@ class Context:
         self.logits: torch.Tensor | None = None
         self.embedding: torch.Tensor | None = None
         self._gradients: dict[bytes, torch.Tensor] = {}
+        self.channels_last = channels_last
+        self._converted = False
 
     # -- the one forward pass -------------------------------------------------------
     def forward(self) -> torch.Tensor:
@@ -150,6 +152,23 @@ class Context:
         per_row = 2.0 * total if backward else 3.0 * largest
         budget = memory_budget(self.batch.device, self.memory_mb)
         return int(max(1, min(MAX_ROWS, budget // max(per_row, 1))))
+
+    def many_passes(self) -> None:
+        """Called by methods that run many passes (IG, SmoothGrad, Score-CAM, occlusion): on CPU,
+        convolutions run faster in channels-last layout, so the model's 4-D weights are switched
+        to it until :meth:`restore` (the runner calls it; the values are unchanged)."""
+        if self._converted or not self.channels_last or self.batch.device.type != "cpu":
+            return
+        weights = [p for p in self.model.parameters() if p.dim() == 4]
+        if weights and all(p.is_contiguous() for p in weights):
+            self.model.to(memory_format=torch.channels_last)
+            self._converted = True
+
+    def restore(self) -> None:
+        """Undo :meth:`many_passes`."""
+        if self._converted:
+            self.model.to(memory_format=torch.contiguous_format)
+            self._converted = False
 
     # -- baselines and randomness ----------------------------------------------------------
     def baseline(self, spec, batch: torch.Tensor | None = None) -> torch.Tensor:

@@ -76,6 +76,7 @@ def integrated_gradients(model, batch, targets, context):
         total.index_add_(0, images, gradient * step_sizes[rows // batch_size].view(-1, 1, 1, 1))
 
     chunk = int(options["internal_batch_size"] or context.rows_per_chunk(backward=True))
+    context.many_passes()
     _chunked_input_gradients(model, make_rows, targets, steps * batch_size, batch_size, chunk, accumulate)
     attributions = total * difference
 
@@ -129,6 +130,7 @@ def smoothgrad(model, batch, targets, context):
     def accumulate(gradient, rows, images):
         total.index_add_(0, images, gradient.abs())
 
+    context.many_passes()
     _chunked_input_gradients(model, make_rows, targets, samples * batch_size, batch_size,
                              context.rows_per_chunk(backward=True), accumulate)
     return (total / samples).amax(dim=1)

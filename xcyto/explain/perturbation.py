@@ -28,6 +28,7 @@ def occlusion(model, batch, targets, context):
                            f"got window={window}, stride={stride}")
     baseline = context.baseline(options["baseline"]).expand_as(batch).contiguous()
     per_eval = max(1, context.rows_per_chunk(backward=False) // batch.shape[0])
+    context.many_passes()
     with torch.no_grad():
         attributions = Occlusion(model).attribute(
             batch, sliding_window_shapes=(batch.shape[1], window, window), strides=(batch.shape[1], stride, stride),
