@@ -179,7 +179,7 @@ def test_bootstrap_interval_brackets_the_mean():
 def test_evaluation_report_lists_every_method_and_metric(tmp_path):
     bundle = xcyto.load(untrained_bundle_path())
     report = evaluate_explanations(bundle, cells_dataset(8), n=6, methods="gradcam,ig,random", steps=4,
-                                   randomisation_cells=3, batch_size=4, bootstrap=200, options={"steps": 8})
+                                   randomisation_cells=2, batch_size=4, bootstrap=200, options={"steps": 4})
     methods = {row["method"] for row in report.rows}
     assert methods == {"gradcam", "integrated_gradients", "random", "chance (mask area)"}
     for row in report.rows:

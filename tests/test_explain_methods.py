@@ -159,9 +159,9 @@ def test_integrated_gradients_agrees_with_captum_and_is_complete(small_cnn, imag
 
 
 def test_integrated_gradients_chunks_give_the_same_result(small_cnn, images):
-    whole = explain_batch(small_cnn, images, ["ig"], options={"steps": 8, "internal_batch_size": 24})
-    tiny = explain_batch(small_cnn, images, ["ig"], options={"steps": 8, "memory_mb": 0.01})  # one row per pass
-    odd = explain_batch(small_cnn, images, ["ig"], options={"steps": 8, "internal_batch_size": 5})
+    whole = explain_batch(small_cnn, images, ["ig"], options={"steps": 4, "internal_batch_size": 24})
+    tiny = explain_batch(small_cnn, images, ["ig"], options={"steps": 4, "memory_mb": 0.01})  # one row per pass
+    odd = explain_batch(small_cnn, images, ["ig"], options={"steps": 4, "internal_batch_size": 3})
     for other in (tiny, odd):
         torch.testing.assert_close(other.raw["integrated_gradients"], whole.raw["integrated_gradients"],
                                    atol=1e-7, rtol=1e-4)
