@@ -270,11 +270,9 @@ def _headline(metrics: dict) -> dict:
 
 
 def _build_gallery(bundle: Bundle, data: RunData) -> None:
-    """Store the training cells' embeddings in the bundle, when the embedding module exists."""
-    try:
-        from xcyto.embedding import build_gallery
-    except ImportError:
-        return
+    """Store the training cells' embeddings in the bundle (neighbours, maps, atypicality)."""
+    from xcyto.embedding import build_gallery
+
     build_gallery(bundle, data.train_dataset)
 
 
