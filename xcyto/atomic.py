@@ -49,15 +49,20 @@ def atomic_dir(path: str | os.PathLike):
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_UMASK)
-        if path.exists():
-            retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, retired)
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        replace_dir(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:

@@ -6,32 +6,21 @@ embeddings is their cosine similarity.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from xcyto.models import evaluating
+
 THUMBNAIL_SIZE = 96
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """Evaluation mode for the duration, then the mode the caller had."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
 def embed(bundle, batch: torch.Tensor) -> torch.Tensor:
     """L2-normalised embeddings ``(B, D)`` (float32, on the bundle's device) of a
     preprocessed batch ``(B, 3, S, S)`` (from ``bundle.preprocess``). No gradients."""
-    with _eval_mode(bundle.model) as model:
+    with evaluating(bundle.model) as model:
         features = model.forward_embedding(batch.to(bundle.device))
     return F.normalize(features.float(), dim=1)
 
@@ -47,7 +36,7 @@ def embed_cells(bundle, samples, batch_size: int = 64, with_logits: bool = False
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
-    with _eval_mode(bundle.model) as model:
+    with evaluating(bundle.model) as model:
         for start in starts:
             batch = torch.stack([transform(sample.image) for sample in samples[start:start + batch_size]])
             features = model.forward_embedding(batch.to(bundle.device))

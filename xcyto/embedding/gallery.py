@@ -19,7 +19,6 @@ whose weights hash differs is refused, since its embeddings would be in another 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from xcyto import __version__
+from xcyto.atomic import replace_dir
 from xcyto.embedding.atypicality import DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate
 from xcyto.embedding.embed import THUMBNAIL_SIZE, embed_cells, thumbnail
 from xcyto.embedding.projection import EmbeddingMap, check_method, fit_map, load_map, save_map
@@ -242,7 +242,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
         gallery._index = index
         for method in projections:
             gallery.projection(method)  # fitted and written into the staging folder
-        _swap_in(staging, target)
+        replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -255,17 +255,6 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
 def group_codes(groups: list[str]) -> np.ndarray:
     """Integer code of each cell's source group (same group, same code)."""
     return np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1].astype(np.int64)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 # -- loading ----------------------------------------------------------------------------

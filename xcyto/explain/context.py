@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import os
 import weakref
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from xcyto.errors import ExplainError, ModelError
-from xcyto.models import get_layer
+from xcyto.models import evaluating, get_layer  # noqa: F401  (evaluating: used by explain and evaluation)
 
 #: Environment variable: memory (MiB) that chunked methods may use; overrides the estimate.
 MEMORY_ENV = "XCYTO_EXPLAIN_MEMORY_MB"
@@ -252,12 +251,3 @@ def _size_hooks(model: nn.Module, sizes: list[int]) -> list:
     return [module.register_forward_hook(hook) for module in model.modules() if not any(True for _ in module.children())]
 
 
-@contextmanager
-def evaluating(model: nn.Module):
-    """Eval mode for the duration (batch results must not depend on batch composition)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)

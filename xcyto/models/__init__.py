@@ -5,7 +5,7 @@
 >>> models.get_spec("resnet18").cam_layer
 'backbone'
 """
-from xcyto.models.classifier import CellClassifier, ConcatPool
+from xcyto.models.classifier import CellClassifier, ConcatPool, evaluating
 from xcyto.models.registry import (
     ModelSpec,
     create,
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ModelSpec",
     "create",
+    "evaluating",
     "get_layer",
     "get_spec",
     "list_models",

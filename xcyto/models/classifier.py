@@ -7,6 +7,8 @@ neighbours and maps (``embedding_layer``), and the classifier maps it to logits.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -62,3 +64,15 @@ class CellClassifier(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.classifier.parameters())
+
+
+@contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode for the duration, then the caller's mode again (results must not depend
+    on batch composition, and callers that were training keep training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
