@@ -157,7 +157,7 @@ def test_integrated_gradients_attributions_add_up_to_the_output_difference():
     bundle = xcyto.load(untrained_bundle_path())
     batch = bundle.preprocess([cell(seed) for seed in range(3)])
     common = dict(mean=bundle.config["mean"], std=bundle.config["std"])
-    for baseline in ("black", "white", "blur"):
+    for baseline in ("black", "white", "blur", "background"):
         result = explain_batch(bundle.model, batch, ["ig"], options={"steps": 32, "baseline": baseline}, **common)
         info = result.info["integrated_gradients"]
         total = result.raw["integrated_gradients"].sum(dim=(1, 2))

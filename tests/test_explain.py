@@ -50,9 +50,10 @@ def test_one_cell_gives_prediction_maps_and_settings(bundle, one):
         assert heatmap.scale > 0
     assert one.heatmap("ig") is one.heatmaps["integrated_gradients"]
     assert one.heatmaps["integrated_gradients"].settings == {
-        "steps": 4, "baseline": "black", "approximation": "gausslegendre", "internal_batch_size": None}
+        "steps": 4, "baseline": "background", "approximation": "gausslegendre", "internal_batch_size": None}
     assert one.heatmaps["gradcam"].settings == {"layer": "backbone"}
-    assert set(one.heatmaps["integrated_gradients"].info) == {"completeness_gap", "output_difference"}
+    assert set(one.heatmaps["integrated_gradients"].info) == {"completeness_gap", "output_difference",
+                                                              "completeness_relative"}
     assert one.settings["bundle_sha256"] == bundle.sha256
     assert one.settings["bundle_name"] == "untrained-small-cnn"
     assert one.settings["xcyto_version"] == xcyto.__version__

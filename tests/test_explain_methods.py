@@ -181,6 +181,20 @@ def test_integrated_gradients_baselines_are_in_pixel_units():
         explain_batch(model, images, ["ig"], options={"baseline": "purple"})
 
 
+def test_the_background_baseline_is_each_cells_border_colour(small_cnn, images):
+    framed = images.clone()
+    colours = torch.tensor([[0.9, 0.8, 0.7], [-0.5, 0.1, 0.3]])
+    for index, colour in enumerate(colours):  # a uniform frame of a different colour per image
+        framed[index, :, :2, :] = framed[index, :, -2:, :] = colour.view(3, 1, 1)
+        framed[index, :, :, :2] = framed[index, :, :, -2:] = colour.view(3, 1, 1)
+    background = explain_batch(small_cnn, framed, ["ig"], options={"steps": 4, "baseline": "background"})
+    explicit = explain_batch(small_cnn, framed, ["ig"], options={"steps": 4, "baseline": colours.view(2, 3, 1, 1)})
+    torch.testing.assert_close(background.raw["integrated_gradients"], explicit.raw["integrated_gradients"])
+    for key in ("completeness_gap", "output_difference"):
+        torch.testing.assert_close(background.info["integrated_gradients"][key],
+                                   explicit.info["integrated_gradients"][key])
+
+
 def test_saliency_and_smoothgrad_without_noise_agree_with_captum(small_cnn, images):
     result = explain_batch(small_cnn, images, ["saliency", "smoothgrad"], options={"samples": 2, "noise": 0.0})
     theirs = Saliency(small_cnn).attribute(images.clone().requires_grad_(True), target=result.targets, abs=True).amax(dim=1)

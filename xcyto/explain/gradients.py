@@ -39,7 +39,7 @@ def _chunked_input_gradients(model, make_rows, targets, total_rows, batch_size, 
 
 @register_method(
     "integrated_gradients", family="gradient", signed=True,
-    options={"steps": 32, "baseline": "black", "approximation": "gausslegendre", "internal_batch_size": None},
+    options={"steps": 32, "baseline": "background", "approximation": "gausslegendre", "internal_batch_size": None},
     passes="`steps` forward+backward per image",
     reference="Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks (arXiv:1703.01365)")
 def integrated_gradients(model, batch, targets, context):
@@ -48,8 +48,14 @@ def integrated_gradients(model, batch, targets, context):
     The path integral uses captum's quadrature (``approximation``, Gauss-Legendre by
     default) over ``steps`` points; all steps of all images run in chunks of
     ``internal_batch_size`` images (default: as many as the memory budget allows).
-    Records per image ``completeness_gap`` = sum(attributions) - (f(x) - f(baseline))
-    and ``output_difference`` = f(x) - f(baseline), f being the target logit.
+    Records per image ``completeness_gap`` = sum(attributions) - (f(x) - f(baseline)),
+    ``output_difference`` = f(x) - f(baseline) (f: the target logit) and their ratio
+    ``completeness_relative``; when it is large, raise ``steps``.
+
+    The default baseline is ``"background"``, an empty slide (each image's border colour):
+    on brightfield images a black baseline makes the bright background the largest
+    difference from the baseline, and IG's maps follow it (on the demo bundle the share of
+    attribution on the nucleus was 0.5 % from black and 15 % from the background).
     """
     options = context.options
     steps = int(options["steps"])
@@ -82,14 +88,16 @@ def integrated_gradients(model, batch, targets, context):
 
     with torch.no_grad():
         if per_image_baseline:
-            baseline_scores = _target_scores(model, baseline, targets)
+            baseline_scores = _target_scores(model, baseline.expand_as(batch), targets)
         else:  # one constant baseline: one forward pass serves every image
             constant = baseline.expand(1, *batch.shape[1:])
             baseline_scores = model(constant)[0].gather(0, targets)
     input_scores = context.forward().gather(1, targets.view(-1, 1)).squeeze(1)
     output_difference = input_scores - baseline_scores
-    context.record("completeness_gap", attributions.sum(dim=(1, 2, 3)) - output_difference)
+    gap = attributions.sum(dim=(1, 2, 3)) - output_difference
+    context.record("completeness_gap", gap)
     context.record("output_difference", output_difference)
+    context.record("completeness_relative", gap.abs() / output_difference.abs().clamp(min=1e-6))
     return attributions.sum(dim=1)
 
 

@@ -9,14 +9,15 @@ from xcyto.explain.registry import register_method
 
 
 @register_method("occlusion", family="perturbation", signed=True, slow=True,
-                 options={"window": None, "stride": None, "baseline": "black"},
+                 options={"window": None, "stride": None, "baseline": "background"},
                  passes="1 forward per window position",
                  reference="Zeiler & Fergus 2014, Visualizing and Understanding CNNs (arXiv:1311.2901)")
 def occlusion(model, batch, targets, context):
     """Occlusion (captum): drop of the target logit when a square window is replaced by the baseline.
 
     ``window`` defaults to 1/8 of the input side, ``stride`` to half the window; each
-    pixel gets the mean drop over the windows covering it. Window positions of all
+    pixel gets the mean drop over the windows covering it. The default baseline is the
+    image's background colour (an empty slide), not black. Window positions of all
     images run together, as many per pass as the memory budget allows.
     """
     options = context.options
