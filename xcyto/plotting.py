@@ -6,11 +6,15 @@ heatmap uses ``HEATMAP_CMAP``, so figures can be read side by side.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # figures are written to files; no display needed
+# Figures are written to files, often from worker threads (the demo): use Agg, unless
+# the user chose a backend or a Jupyter kernel shows figures inline.
+if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -13,7 +13,7 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
-SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain")
+SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit")
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev
@@ -21,6 +21,8 @@ EPILOG = """examples:
   xcyto train --data ../shared/data/herlev --model efficientnet_lite0 --out runs/herlev
   xcyto evaluate --bundle runs/herlev/bundle --data ../shared/data/herlev --split test
   xcyto predict --bundle runs/herlev/bundle cell1.bmp cell2.bmp --out predictions.csv
+  xcyto explain cell.bmp --bundle runs/herlev/bundle --out explained
+  xcyto audit --bundle runs/herlev/bundle --data ../shared/data/herlev --split test --out audit-herlev
 
 Run 'xcyto COMMAND --help' for the options and examples of each command."""
 

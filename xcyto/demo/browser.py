@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +43,33 @@ def free_port() -> int:
 def explain_example(url: str, screenshot: Path | None = None, example: int = 1, timeout_s: float = 120,
                     methods: int = 2) -> PageReport:
     """Open ``url``, click example number ``example``, wait for the answer; optionally save a screenshot."""
-    from playwright.sync_api import sync_playwright
-
     report = PageReport()
     timeout = timeout_s * 1000
+    with watched_page(url, report) as page:
+        started = time.perf_counter()
+        try:
+            _explain_example(page, url, report, example, timeout, methods)
+        except Exception:
+            if screenshot is not None:  # what the page showed when it went wrong
+                page.screenshot(path=str(Path(screenshot).with_suffix(".failed.png")), full_page=True)
+            raise
+        report.seconds = time.perf_counter() - started
+        if screenshot is not None:
+            # every image decoded (galleries load lazily) before the picture is taken
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout)
+            page.wait_for_timeout(500)
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+    return report
+
+
+@contextmanager
+def watched_page(url: str, report):
+    """A page in headless Chromium that records, on ``report``, console errors, uncaught
+    page errors and every request that leaves ``url`` (``console_errors``,
+    ``page_errors``, ``external_requests`` lists)."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -54,23 +78,9 @@ def explain_example(url: str, screenshot: Path | None = None, example: int = 1, 
             page.on("pageerror", lambda error: report.page_errors.append(str(error)))
             page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:"))
                     else report.external_requests.append(r.url))
-            started = time.perf_counter()
-            try:
-                _explain_example(page, url, report, example, timeout, methods)
-            except Exception:
-                if screenshot is not None:  # what the page showed when it went wrong
-                    page.screenshot(path=str(Path(screenshot).with_suffix(".failed.png")), full_page=True)
-                raise
-            report.seconds = time.perf_counter() - started
-            if screenshot is not None:
-                # every image decoded (galleries load lazily) before the picture is taken
-                page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout)
-                page.wait_for_timeout(500)
-                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
+            yield page
         finally:
             browser.close()
-    return report
 
 
 def _explain_example(page, url: str, report: PageReport, example: int, timeout: float, methods: int) -> None:

@@ -127,6 +127,12 @@ class Gallery:
         """For each query, the closest training cell of every class (classes without cells left out)."""
         return self._class_best(self.index.search(self._queries(query_embeddings), 1, per_class=True))
 
+    def neighbours_in_class(self, query_embeddings: torch.Tensor, labels, k: int = 3) -> list[list[Neighbour]]:
+        """For query ``i``, its ``k`` most similar training cells of class ``labels[i]``
+        (an index into ``classes``): "the closest cells it would be if it were that class"."""
+        found = self.index.search_class(self._queries(query_embeddings), labels, k)
+        return [[self.neighbour(row, value) for row, value in zip(rows, values)] for rows, values in found]
+
     def atypicality(self, query_embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``(B,)`` (percentile 0-100 among the training cells, see atypicality.py)
         and flags ``(B,)`` bool: True = unlike the training cells."""

@@ -106,6 +106,24 @@ class NeighbourIndex:
             result.class_indices = torch.where(found, self.order[class_rows.clamp(min=0)], -1)
         return result
 
+    @torch.no_grad()
+    def search_class(self, queries: torch.Tensor, labels, k: int) -> list[tuple[list[int], list[float]]]:
+        """The ``k`` most similar gallery cells of class ``labels[i]`` for each query ``i``:
+        ``(gallery rows, similarities)`` per query, most similar first (fewer when the
+        class has fewer cells). Each class is a contiguous block, so this reads only it."""
+        queries = queries.detach().to("cpu", torch.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        found: list[tuple[list[int], list[float]]] = [([], []) for _ in range(len(labels))]
+        for label in np.unique(labels):
+            low, high = self.bounds[label], self.bounds[label + 1]
+            asking = np.flatnonzero(labels == label)
+            if high <= low or k < 1:
+                continue
+            values, rows = (queries[asking] @ self.matrix[low:high].T).topk(min(int(k), high - low), dim=1)
+            for position, row_values, row_rows in zip(asking, values.tolist(), (self.order[rows + low]).tolist()):
+                found[position] = (row_rows, row_values)
+        return found
+
     def _update_class_best(self, similarities, start, stop, class_values, class_rows) -> None:
         for label in range(self.n_classes):
             low, high = max(self.bounds[label], start), min(self.bounds[label + 1], stop)

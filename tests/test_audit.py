@@ -1,0 +1,209 @@
+"""The audit: signals, ranking of planted label errors, the report files, the CLI, the browser."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import xcyto
+from xcyto.audit import audit
+from xcyto.audit import scores as S
+from xcyto.cli import main as cli_main
+from xcyto.data import load_dataset
+from xcyto.errors import DataError
+
+FAST = {"steps": 4}
+
+
+def with_labels(dataset, changes: dict[int, int]):
+    """A copy of ``dataset`` with the labels of some cells changed (planted label errors)."""
+    samples = list(dataset.samples)
+    for index, label in changes.items():
+        samples[index] = dataclasses.replace(samples[index], label=label, class_name=dataset.classes[label])
+    return dataclasses.replace(dataset, samples=samples)
+
+
+@pytest.fixture(scope="module")
+def demo_bundle():
+    from xcyto.explain import default_bundle_path
+
+    path = default_bundle_path()
+    if not (path / "bundle.json").is_file():
+        pytest.skip(f"no shipped demo bundle at {path} (build it with 'make artifacts')")
+    return xcyto.load(path)
+
+
+@pytest.fixture(scope="module")
+def planted(demo_bundle):
+    """Held-out synthetic cells at the demo bundle's size, three of them given a wrong label."""
+    size = demo_bundle.config["training"]["synthetic_size"]
+    cells = load_dataset(f"synthetic:n=60,size={size},seed=11")
+    wrong = {}
+    for index in (3, 17, 42):
+        true = int(cells.labels[index])
+        wrong[index] = (true + 2) % len(cells.classes)
+    return cells, with_labels(cells, wrong), wrong
+
+
+@pytest.fixture(scope="module")
+def planted_audit(demo_bundle, planted):
+    _, relabelled, _ = planted
+    return audit(demo_bundle, relabelled, map_method="pca", **FAST)
+
+
+# -- signals ----------------------------------------------------------------------------------------
+def test_label_issue_score_is_one_minus_the_given_labels_probability_and_flags_confident_others():
+    probabilities = np.array([[0.9, 0.05, 0.05]] * 6 + [[0.05, 0.9, 0.05]] * 6 + [[0.05, 0.05, 0.9]] * 6)
+    labels = np.repeat([0, 1, 2], 6)
+    labels[2] = 1  # looks like class 0, labelled 1
+    score, flags, thresholds = S.label_issue_scores(labels, probabilities)
+    np.testing.assert_allclose(score, 1 - probabilities[np.arange(18), labels])
+    assert flags[2] and flags.sum() == 1
+    np.testing.assert_allclose(thresholds[0], 0.9)
+
+
+def test_label_issue_scores_cope_with_classes_absent_from_the_split():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    score, flags, thresholds = S.label_issue_scores(np.array([0, 1, 0, 1]), probabilities)
+    assert score.shape == (4,) and flags.dtype == bool and np.isnan(thresholds[2])
+
+
+def test_neighbour_disagreement_and_map_agreement():
+    np.testing.assert_allclose(S.neighbour_disagreement(np.array([[0, 0, 1, 2], [1, 1, 1, 1]]), np.array([0, 1])),
+                               [0.5, 0.0])
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(S.map_agreement(maps, maps), 1.0, atol=1e-5)
+    np.testing.assert_allclose(S.map_agreement(maps, -maps), -1.0, atol=1e-5)
+
+
+def test_reading_names_the_kind_of_case():
+    common = dict(given="a", predicted="b", runner_up="c", p_given=0.01, p_predicted=0.97, label_flag=True,
+                  atypical=False)
+    assert S.classify_case(**common, neighbour_classes=["b"] * 8 + ["a"] * 2)[0] == "label_error"
+    assert S.classify_case(**common, neighbour_classes=["a"] * 8 + ["b"] * 2)[0] == "confusion"
+    assert S.classify_case(**{**common, "atypical": True}, neighbour_classes=["a"] * 10)[0] == "atypical"
+    kind, reading = S.classify_case(**{**common, "predicted": "a", "p_predicted": 0.5}, neighbour_classes=[])
+    assert kind == "doubtful" and "runner-up c" in reading
+
+
+def test_neighbours_in_class_are_the_most_similar_cells_of_that_class(demo_bundle):
+    from xcyto.embedding import load_gallery
+
+    gallery = load_gallery(demo_bundle)
+    queries = torch.nn.functional.normalize(torch.from_numpy(np.asarray(gallery.embeddings[:4], np.float32)), dim=1)
+    wanted = [0, 1, 2, 1]
+    found = gallery.neighbours_in_class(queries, wanted, k=3)
+    matrix = torch.nn.functional.normalize(torch.from_numpy(np.asarray(gallery.embeddings, np.float32)), dim=1)
+    for query, label, neighbours in zip(queries, wanted, found):
+        members = np.flatnonzero(np.asarray(gallery.labels) == label)
+        similarities = (matrix[members] @ query).numpy()
+        best = [gallery.cell_ids[i] for i in members[np.argsort(-similarities)[:3]]]
+        assert [n.cell_id for n in neighbours] == best
+        assert all(n.label == label for n in neighbours)
+
+
+# -- the audit ------------------------------------------------------------------------------------
+def test_planted_label_errors_rank_first(planted_audit, planted):
+    _, relabelled, wrong = planted
+    planted_ids = {relabelled.samples[i].cell_id for i in wrong}
+    top = [case.cell_id for case in planted_audit.cases[:len(wrong)]]
+    assert set(top) == planted_ids, [(c.rank, c.cell_id, round(c.suspicion, 3)) for c in planted_audit.cases]
+    for case in planted_audit.cases[:len(wrong)]:
+        assert case.kind == "label_error" and case.misclassified
+        assert case.given in case.reading and case.predicted in case.reading
+        assert case.signals["label_issue"] > 0.5 and case.signals["neighbour_disagreement"] > 0.5
+    assert [c.rank for c in planted_audit.cases] == list(range(1, len(planted_audit.cases) + 1))
+    suspicion = [c.suspicion for c in planted_audit.cases]
+    assert suspicion == sorted(suspicion, reverse=True)
+
+
+def test_each_case_has_maps_for_both_classes_and_neighbours_of_both(planted_audit):
+    case = planted_audit.cases[0]
+    assert case.other == case.given  # misclassified: the maps explain the predicted and the given class
+    assert set(case.overlays) == {(m, c) for m in ("gradcam", "integrated_gradients") for c in (case.predicted, case.given)}
+    size = case.image.shape[0]
+    for overlay in case.overlays.values():
+        assert overlay.shape == (size, size, 3) and overlay.dtype == np.uint8
+    assert set(case.neighbours) == {case.predicted, case.given}
+    for class_name, found in case.neighbours.items():
+        assert len(found) == 3 and all(n.class_name == class_name for n in found)
+    assert -1e-6 <= case.signals["method_disagreement"] <= 1 + 1e-6
+
+
+def test_clean_labels_give_no_label_errors(demo_bundle, planted):
+    cells, _, _ = planted
+    result = audit(demo_bundle, cells, map_method=None, methods="gradcam", confidence=0.0)
+    assert not any(case.kind == "label_error" for case in result.cases)
+    assert len(result.cases) == int((result.predictions != result.labels).sum())
+
+
+def test_saved_audit_has_report_csvs_and_settings(planted_audit, tmp_path):
+    written = planted_audit.save(tmp_path / "audit")
+    with open(written["cases"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(planted_audit.cases)
+    for column in ("rank", "cell_id", "given", "predicted", "confidence", "p_given", "suspicion", "label_issue",
+                   "label_issue_flag", "neighbour_disagreement", "atypicality", "atypicality_percentile",
+                   "method_disagreement", "kind", "reading"):
+        assert column in rows[0], column
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    with open(written["cells"], newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(planted_audit.cell_ids)
+    page = written["report"].read_text()
+    assert page.count('<article class="card') == len(planted_audit.cases)
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
+    assert 'id="pair-filter"' in page and planted_audit.cases[0].cell_id in page
+    import json
+
+    summary = json.loads(written["summary"].read_text())
+    assert summary["settings"]["bundle_sha256"] == planted_audit.settings["bundle_sha256"]
+    assert summary["settings"]["method_options"] == FAST
+    assert {p.name for p in written["figures"].iterdir()} >= {"confusion_matrix.png", "map.png", "signals.png"}
+    assert len(list(written["images"].glob("0001_*.png"))) >= 5
+
+
+def test_audit_refuses_data_with_other_classes(demo_bundle):
+    cells = load_dataset("synthetic:n=10,size=32,seed=0")
+    other = dataclasses.replace(cells, classes=[f"x{i}" for i in range(len(cells.classes))])
+    with pytest.raises(DataError, match="differ from the bundle"):
+        audit(demo_bundle, other)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def test_cli_audit_writes_a_report(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = cli_main(["audit", "--bundle", str(tiny_bundle.path), "--data", "synthetic", "--split", "test",
+                     "--steps", "4", "--map", "pca", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "cases" in printed and (out / "report.html").is_file() and (out / "cases.csv").is_file()
+
+
+def test_cli_audit_bad_data_is_one_clear_line(tiny_bundle, tmp_path, capsys):
+    code = cli_main(["audit", "--bundle", str(tiny_bundle.path), "--data", str(tmp_path / "missing"),
+                     "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("xcyto: error:") and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+# -- in a browser -----------------------------------------------------------------------------------
+def test_report_in_chromium_loads_every_image_and_filters_by_class_pair(planted_audit, tmp_path):
+    from xcyto.audit.browser import CHROMIUM, check_report
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    written = planted_audit.save(tmp_path / "audit")
+    check = check_report(written["report"], screenshot=tmp_path / "report.png")
+    assert check.console_errors == [] and check.page_errors == [] and check.external_requests == []
+    assert check.images >= 3 + 9 * len(planted_audit.cases) and check.broken_images == []
+    assert check.cards == len(planted_audit.cases)
+    assert check.pair is not None and check.shown_after_filter == check.expected_after_filter > 0
+    assert check.wrong_after_filter == 0 and check.shown_after_reset == check.cards
+    assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -1,0 +1,207 @@
+"""Write an audit: one self-contained ``report.html``, ``cases.csv``, ``cells.csv``, ``audit.json``, PNGs.
+
+The report embeds every image (base64 PNG) and its CSS and script, so it opens from a
+mail attachment or a shared drive with no network and nothing beside it. The same PNG
+bytes are written to ``images/`` and ``figures/`` for use elsewhere. The folder is
+written beside ``out`` and renamed into place, so a crash leaves the last report whole.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xcyto.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from xcyto.audit.scores import KINDS, WEIGHTS
+
+TEMPLATE = "report.html.j2"
+JPEG_QUALITY = 90
+SIGNAL_COLUMNS = ("suspicion", *WEIGHTS, "atypicality_percentile")
+SHORT_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "IG", "gradcampp": "Grad-CAM++", "saliency": "saliency",
+               "smoothgrad": "SmoothGrad", "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM"}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    """For the page: a fifth of the PNG's size at this quality, which keeps a report of
+    hundreds of cases a few MB (the lossless PNGs are written to ``images/``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes, kind: str = "png") -> str:
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "cell"
+
+
+def case_rows(result) -> list[dict]:
+    """One row per case, ranked: identity, classes, probabilities, every signal, the reading."""
+    rows = []
+    for case in result.cases:
+        row = {"rank": case.rank, "cell_id": case.cell_id, "source": case.source, "given": case.given,
+               "predicted": case.predicted, "other": case.other, "misclassified": int(case.misclassified),
+               "confidence": f"{max(case.probabilities.values()):.4f}",
+               "p_given": f"{case.probabilities[case.given]:.4f}", "kind": case.kind,
+               "label_issue_flag": int(case.label_issue_flag), "atypical": int(case.atypical)}
+        row.update({name: _number(case.signals[name]) for name in SIGNAL_COLUMNS})
+        row.update({f"p_{name}": f"{value:.4f}" for name, value in case.probabilities.items()})
+        row["reading"] = case.reading
+        rows.append(row)
+    return rows
+
+
+def cell_rows(result) -> list[dict]:
+    """One row per audited cell (cases or not), in data order."""
+    predictions = result.predictions
+    rank_of = {case.index: case.rank for case in result.cases}
+    rows = []
+    for index, cell_id in enumerate(result.cell_ids):
+        row = {"cell_id": cell_id, "given": result.classes[result.labels[index]],
+               "predicted": result.classes[predictions[index]],
+               "confidence": f"{result.probabilities[index].max():.4f}",
+               "case_rank": rank_of.get(index, ""), "label_issue_flag": int(result.label_issue_flags[index]),
+               "atypical": int(result.atypical[index])}
+        row.update({name: _number(result.signals[name][index]) for name in SIGNAL_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def _number(value) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{float(value):.4f}"
+
+
+def _csv(rows: list[dict]) -> str:
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return text.getvalue()
+
+
+def summary_figures(result) -> dict[str, bytes]:
+    """PNG bytes of the confusion matrix, the map with errors ringed, and the signals plot."""
+    from xcyto.audit.figures import plot_signals
+    from xcyto.explain.render import figure_png
+    from xcyto.plotting import plot_confusion_matrix
+
+    figures = {"confusion_matrix": figure_png(plot_confusion_matrix(
+        result.metrics["confusion_matrix"], result.classes, title=f"{result.settings['bundle_name']}: confusion"))}
+    if result.map_coords is not None:
+        from xcyto.embedding import plot_embedding_map
+
+        coords, labels = result.map_background
+        method = result.settings["map"]
+        figures["map"] = figure_png(plot_embedding_map(
+            coords, labels, result.classes, placed=result.map_coords, placed_labels=result.labels,
+            errors=result.predictions != result.labels, method=method,
+            title=f"audited cells on the {method.upper()} map of the training cells (errors ringed)"))
+    if result.cases:
+        figures["signals"] = figure_png(plot_signals(result))
+    return figures
+
+
+def _case_view(case, methods: list[str], images: dict[str, bytes]) -> dict:
+    """What the template shows of one case; PNGs registered in ``images`` by file name."""
+    stem = f"{case.rank:04d}_{slug(case.cell_id)}"
+
+    def image(name: str, array: np.ndarray) -> str:
+        images[f"{stem}_{name}.png"] = png_bytes(array)
+        return data_uri(jpeg_bytes(array), "jpeg")
+
+    panels = [{"title": "cell", "src": image("cell", case.image)}] if case.image is not None else []
+    for class_name, role in ((case.predicted, "predicted"), (case.other, "given" if case.misclassified else "runner-up")):
+        for method in methods:
+            overlay = case.overlays.get((method, class_name))
+            if overlay is not None:
+                panels.append({"title": f"{SHORT_NAMES.get(method, method)} → {class_name}", "role": role,
+                               "src": image(f"{method}_{slug(class_name)}", overlay)})
+    neighbours = []
+    for class_name, role in ((case.predicted, "predicted"), (case.other, "given" if case.misclassified else "runner-up")):
+        found = case.neighbours.get(class_name, [])
+        neighbours.append({"class_name": class_name, "role": role, "cells": [
+            {"src": image(f"nn_{slug(class_name)}_{i}", nb.thumbnail), "cell_id": nb.cell_id,
+             "similarity": f"{nb.similarity:.2f}"} for i, nb in enumerate(found)]})
+    probabilities = sorted(case.probabilities.items(), key=lambda item: -item[1])
+    return {
+        "rank": case.rank, "cell_id": case.cell_id, "source": case.source, "given": case.given,
+        "predicted": case.predicted, "pair": case.pair, "kind": case.kind, "kind_label": KINDS[case.kind],
+        "reading": case.reading, "misclassified": case.misclassified, "panels": panels, "neighbours": neighbours,
+        "probabilities": [{"name": name, "value": value, "percent": f"{100 * value:.1f}",
+                           "given": name == case.given, "predicted": name == case.predicted}
+                          for name, value in probabilities],
+        "signals": [{"name": name.replace("_", " "), "value": _number(case.signals[name])}
+                    for name in SIGNAL_COLUMNS],
+        "flags": [flag for flag, on in (("cleanlab: label issue", case.label_issue_flag),
+                                        ("atypical", case.atypical)) if on],
+    }
+
+
+def render_html(result, title: str | None = None, images: dict[str, bytes] | None = None,
+                figures: dict[str, bytes] | None = None) -> str:
+    """The report as one HTML string (images inline)."""
+    import jinja2
+
+    images = {} if images is None else images
+    figures = summary_figures(result) if figures is None else figures
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("xcyto.audit", "templates"),
+                                     autoescape=jinja2.select_autoescape(["html", "j2"]))
+    metrics = result.metrics
+    pairs = [{"given": g, "predicted": p, "count": c, "pair": f"{g} → {p}"} for g, p, c in result.confused_pairs()]
+    all_pairs = sorted({case.pair for case in result.cases})
+    settings = result.settings
+    return environment.get_template(TEMPLATE).render(
+        title=title or f"Audit of {settings['bundle_name']} on {settings['data']}",
+        settings=settings, settings_text=_settings_text(settings),
+        cells=len(result.cell_ids), accuracy=f"{metrics['accuracy']:.3f}", macro_f1=f"{metrics['macro_f1']:.3f}",
+        binary=metrics.get("binary"), errors=int((result.predictions != result.labels).sum()),
+        kinds=[{"kind": kind, "label": label, "count": sum(c.kind == kind for c in result.cases)}
+               for kind, label in KINDS.items()],
+        figures={name: data_uri(png) for name, png in figures.items()},
+        pairs=pairs, all_pairs=all_pairs,
+        cases=[_case_view(case, settings["methods"], images) for case in result.cases],
+        weights=WEIGHTS)
+
+
+def _settings_text(settings: dict) -> str:
+    keys = ("bundle_name", "bundle_sha256", "architecture", "input_size", "data", "methods", "method_options",
+            "confidence", "k", "xcyto_version", "cleanlab_version")
+    return "; ".join(f"{key}={settings.get(key)}" for key in keys)
+
+
+def write_audit(result, out, title: str | None = None) -> dict[str, Path]:
+    """Write the whole audit folder atomically; returns the paths written."""
+    out = Path(out)
+    images: dict[str, bytes] = {}
+    figures = summary_figures(result)
+    page = render_html(result, title=title, images=images, figures=figures)
+    with atomic_dir(out) as staging:
+        write_text_atomic(staging / "report.html", page)
+        write_text_atomic(staging / "cases.csv", _csv(case_rows(result)))
+        write_text_atomic(staging / "cells.csv", _csv(cell_rows(result)))
+        summary = {"settings": result.settings, "metrics": result.metrics,
+                   "confused_pairs": result.confused_pairs(),
+                   "cases": len(result.cases), "kinds": {k: sum(c.kind == k for c in result.cases) for k in KINDS},
+                   "class_thresholds": dict(zip(result.classes, np.nan_to_num(result.class_thresholds).tolist()))
+                   if result.class_thresholds is not None else None}
+        write_json_atomic(staging / "audit.json", summary)
+        for folder, files in (("figures", figures), ("images", images)):
+            (staging / folder).mkdir()
+            for name, png in files.items():
+                (staging / folder / (name if name.endswith(".png") else f"{name}.png")).write_bytes(png)
+    return {"report": out / "report.html", "cases": out / "cases.csv", "cells": out / "cells.csv",
+            "summary": out / "audit.json", "figures": out / "figures", "images": out / "images"}

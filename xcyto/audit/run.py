@@ -1,0 +1,298 @@
+"""Audit a bundle on labelled cells: every error and every doubtful call, explained and ranked.
+
+One forward pass over all cells gives predictions and embeddings; the gallery gives
+neighbours and atypicality; confident learning scores the labels; then only the cases
+(misclassified, or correct below ``confidence``) go through the same batched
+:func:`xcyto.explain` as everything else, for the predicted class and for the class in
+question (the given label, or the runner-up when the call was right).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from xcyto import __version__
+from xcyto.audit import scores as S
+from xcyto.errors import DataError, ExplainError
+
+DEFAULT_METHODS = ("gradcam", "integrated_gradients")
+#: A correct call below this calibrated probability is a case too.
+DEFAULT_CONFIDENCE = 0.6
+#: Neighbours that vote in ``neighbour_disagreement``; and thumbnails shown per class.
+DEFAULT_K = 10
+SHOWN_PER_CLASS = 3
+#: Cells explained together (one call of ``explain``).
+CHUNK = 32
+
+
+@dataclass
+class Case:
+    """One cell worth a look. ``overlays[(method, class)]``: H x W x 3 uint8 over ``image``;
+    ``neighbours[class]``: the nearest training cells of that class (``Neighbour``s)."""
+
+    index: int
+    cell_id: str
+    source: str
+    given: str
+    predicted: str
+    other: str
+    probabilities: dict[str, float]
+    signals: dict[str, float]
+    label_issue_flag: bool
+    atypical: bool
+    kind: str
+    reading: str
+    image: np.ndarray | None = None
+    overlays: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    neighbours: dict[str, list] = field(default_factory=dict)
+    rank: int = 0
+
+    @property
+    def misclassified(self) -> bool:
+        return self.given != self.predicted
+
+    @property
+    def suspicion(self) -> float:
+        return self.signals["suspicion"]
+
+    @property
+    def pair(self) -> str:
+        return f"{self.given} → {self.predicted}"
+
+
+@dataclass
+class AuditResult:
+    """All cells' predictions and signals, the ranked cases, the metrics and the settings.
+
+    Per-cell arrays are aligned with ``cell_ids``; ``signals[name]`` holds each signal
+    of ``xcyto.audit.scores`` (``method_disagreement`` is nan for cells not explained).
+    ``map_coords`` ``(N, 2)``: the cells on the gallery's 2-D map (``None`` without one).
+    """
+
+    classes: list[str]
+    cell_ids: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    signals: dict[str, np.ndarray]
+    label_issue_flags: np.ndarray
+    atypical: np.ndarray
+    cases: list[Case]
+    metrics: dict
+    settings: dict
+    map_coords: np.ndarray | None = None
+    map_background: tuple[np.ndarray, np.ndarray] | None = None
+    class_thresholds: np.ndarray | None = None
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    def confused_pairs(self, top: int = 10) -> list[tuple[str, str, int]]:
+        """``(given, predicted, count)`` of the most frequent errors, most frequent first."""
+        matrix = np.asarray(self.metrics["confusion_matrix"])
+        pairs = [(self.classes[i], self.classes[j], int(matrix[i, j]))
+                 for i in range(len(self.classes)) for j in range(len(self.classes)) if i != j and matrix[i, j]]
+        return sorted(pairs, key=lambda pair: -pair[2])[:top]
+
+    def case(self, rank: int) -> Case:
+        """The case of rank ``rank`` (1 = most worth a look)."""
+        if not 1 <= rank <= len(self.cases):
+            raise ExplainError(f"no case of rank {rank}: this audit has {len(self.cases)} cases")
+        return self.cases[rank - 1]
+
+    def plot_case(self, rank: int = 1, methods: list[str] | None = None):
+        """A figure of one case: cell, overlays for both classes, nearest training cells of both."""
+        from xcyto.audit.figures import plot_case
+
+        return plot_case(self.case(rank), methods)
+
+    def to_frame(self):
+        """The ranked cases as a pandas DataFrame (the rows of ``cases.csv``, numbers as numbers)."""
+        import pandas as pd
+
+        from xcyto.audit.report import case_rows
+
+        frame = pd.DataFrame(case_rows(self))
+        for column in frame.columns:
+            try:
+                frame[column] = pd.to_numeric(frame[column])
+            except (ValueError, TypeError):
+                pass  # text (ids, classes, readings) stays text
+        return frame
+
+    def _repr_html_(self) -> str:
+        metrics = self.metrics
+        head = (f"<p><b>{len(self.cell_ids)}</b> cells, accuracy <b>{metrics['accuracy']:.3f}</b>, "
+                f"macro-F1 <b>{metrics['macro_f1']:.3f}</b>; <b>{len(self.cases)}</b> cases</p>")
+        columns = ["rank", "cell_id", "given", "predicted", "suspicion", "kind", "reading"]
+        frame = self.to_frame()
+        return head + (frame[columns].head(10).to_html(index=False) if len(frame) else "")
+
+    def save(self, out, title: str | None = None) -> dict:
+        """Write ``report.html``, ``cases.csv``, ``cells.csv``, ``audit.json`` and PNGs into ``out``."""
+        from xcyto.audit.report import write_audit
+
+        return write_audit(self, out, title=title)
+
+
+def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAULT_CONFIDENCE, k: int = DEFAULT_K,
+          max_cases: int | None = None, map_method: str | None = "umap", batch_size: int = 64,
+          progress: bool = False, data_note: str | None = None, **method_options) -> AuditResult:
+    """Audit ``bundle`` (a Bundle or folder) on ``dataset`` (a CellDataset with the bundle's classes).
+
+    ``confidence``: correct calls below this calibrated probability are cases too.
+    ``k``: neighbours voting in ``neighbour_disagreement``. ``max_cases``: explain only the
+    top cases by the other signals (default: all). ``map_method``: ``"umap"``, ``"pca"`` or
+    ``None`` for the map of the summary. ``method_options``: e.g. ``steps=16`` for IG.
+    """
+    from xcyto.embedding import embed_cells
+    from xcyto.explain.api import gallery_for, resolve_bundle
+    from xcyto.explain.registry import resolve_methods
+    from xcyto.training.metrics import classification_metrics
+
+    started = time.perf_counter()
+    bundle = resolve_bundle(bundle)
+    methods = [m.name for m in resolve_methods(methods)]
+    if list(dataset.classes) != bundle.classes:
+        raise DataError(f"the data's classes {list(dataset.classes)} differ from the bundle's {bundle.classes}; "
+                        "pick the matching label scheme")
+    if len(dataset) == 0:
+        raise DataError("no cells to audit")
+    if not 0.0 <= confidence <= 1.0:
+        raise ExplainError(f"confidence must be within 0..1, got {confidence}")
+    if k < 1:
+        raise ExplainError(f"k must be >= 1, got {k}")
+
+    embeddings, logits = embed_cells(bundle, dataset.samples, batch_size=batch_size, with_logits=True,
+                                     progress=progress)
+    probabilities = bundle.probabilities(torch.from_numpy(logits)).numpy()
+    labels = np.asarray(dataset.labels)
+    predictions = probabilities.argmax(axis=1)
+    label_issue, label_flags, thresholds = S.label_issue_scores(labels, probabilities)
+
+    gallery = gallery_for(bundle)
+    n = len(dataset)
+    if gallery is not None:
+        lookup = gallery.lookup(torch.from_numpy(embeddings), k=k)
+        neighbour_labels = np.array([[nb.label for nb in row] for row in lookup.neighbours])
+        atypicality_scores, atypical = np.asarray(lookup.atypicality_scores), np.asarray(lookup.atypical, bool)
+    else:
+        neighbour_labels, atypicality_scores, atypical = np.zeros((n, 0), int), np.zeros(n), np.zeros(n, bool)
+    signals = {
+        "label_issue": label_issue,
+        "neighbour_disagreement": S.neighbour_disagreement(neighbour_labels, labels),
+        "atypicality": S.atypicality_tail(atypicality_scores),
+        "method_disagreement": np.full(n, np.nan),
+        "atypicality_percentile": atypicality_scores,
+    }
+
+    chosen = np.flatnonzero((predictions != labels) | (probabilities.max(axis=1) < confidence))
+    preliminary = S.suspicion({**signals, "method_disagreement": np.zeros(n)})
+    chosen = chosen[np.argsort(-preliminary[chosen], kind="stable")]
+    if max_cases is not None:
+        chosen = chosen[:max(0, int(max_cases))]
+    runner_up = np.argsort(-probabilities, axis=1)[:, 1] if probabilities.shape[1] > 1 else predictions
+    others = np.where(predictions != labels, labels, runner_up)
+
+    cases = _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress)
+    if "gradcam" in methods and "integrated_gradients" in methods and cases:
+        rho = S.map_agreement(np.stack([c.pop("gradcam") for c in cases]), np.stack([c.pop("ig") for c in cases]))
+        signals["method_disagreement"][chosen] = (1.0 - rho) / 2.0
+    signals["suspicion"] = S.suspicion({**signals, "method_disagreement": np.nan_to_num(signals["method_disagreement"])})
+
+    classes = bundle.classes
+    built = []
+    for index, parts in zip(chosen.tolist(), cases):
+        neighbour_classes = [classes[label] for label in neighbour_labels[index]]
+        given, predicted = classes[labels[index]], classes[predictions[index]]
+        kind, reading = S.classify_case(
+            given=given, predicted=predicted, runner_up=classes[runner_up[index]],
+            p_given=float(probabilities[index, labels[index]]), p_predicted=float(probabilities[index].max()),
+            label_flag=bool(label_flags[index]), atypical=bool(atypical[index]), neighbour_classes=neighbour_classes)
+        sample = dataset.samples[index]
+        built.append(Case(
+            index=index, cell_id=sample.cell_id, source=str(sample.path or ""), given=given, predicted=predicted,
+            other=classes[others[index]], probabilities=dict(zip(classes, probabilities[index].round(4).tolist())),
+            signals={name: float(values[index]) for name, values in signals.items()},
+            label_issue_flag=bool(label_flags[index]), atypical=bool(atypical[index]), kind=kind, reading=reading,
+            image=parts["image"], overlays=parts["overlays"]))
+    built.sort(key=lambda case: -case.suspicion)
+    for rank, case in enumerate(built, start=1):
+        case.rank = rank
+    if gallery is not None and built:
+        _attach_neighbours(gallery, embeddings, built, classes)
+
+    metrics = classification_metrics(logits, labels, classes, bundle.temperature)
+    map_coords, background = _map(gallery, embeddings, map_method)
+    settings = {
+        "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
+        "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
+        "input_size": bundle.input_size, "temperature": bundle.temperature, "data": data_note or dataset.name,
+        "cells": n, "methods": methods, "method_options": dict(method_options), "confidence": confidence,
+        "k": k, "max_cases": max_cases, "map": None if map_coords is None else map_method,
+        "gallery": None if gallery is None else str(gallery.path), "weights": S.WEIGHTS,
+        "xcyto_version": __version__, "cleanlab_version": _version("cleanlab"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return AuditResult(classes=classes, cell_ids=dataset.cell_ids, labels=labels, probabilities=probabilities,
+                       signals=signals, label_issue_flags=label_flags, atypical=atypical, cases=built,
+                       metrics=metrics, settings=settings, map_coords=map_coords, map_background=background,
+                       class_thresholds=thresholds)
+
+
+def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress) -> list[dict]:
+    """Per case: the model's view of the cell, overlays for the predicted and the other
+    class, and the raw Grad-CAM / IG maps of the predicted class (for their agreement)."""
+    from xcyto.explain import explain
+
+    starts = range(0, len(chosen), CHUNK)
+    if progress and len(chosen):
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="explaining cases", unit="batch", total=len(starts), leave=False)
+    parts = []
+    classes = bundle.classes
+    for start in starts:
+        rows = chosen[start:start + CHUNK]
+        images = [dataset.samples[i].image for i in rows]
+        for_predicted = explain(images, bundle, methods, target=predictions[rows].tolist(), neighbours=0,
+                                **method_options)
+        for_other = explain(images, bundle, methods, target=others[rows].tolist(), neighbours=0, **method_options)
+        for row, mine, theirs in zip(rows, for_predicted, for_other):
+            overlays = {(m, classes[predictions[row]]): mine.heatmaps[m].overlay for m in methods}
+            overlays.update({(m, classes[others[row]]): theirs.heatmaps[m].overlay for m in methods})
+            entry = {"image": mine.image, "overlays": overlays}
+            if "gradcam" in methods and "integrated_gradients" in methods:
+                entry["gradcam"] = mine.heatmaps["gradcam"].raw
+                entry["ig"] = mine.heatmaps["integrated_gradients"].raw
+            parts.append(entry)
+    return parts
+
+
+def _attach_neighbours(gallery, embeddings: np.ndarray, cases: list[Case], classes: list[str]) -> None:
+    queries = torch.from_numpy(embeddings[[case.index for case in cases]])
+    index_of = {name: i for i, name in enumerate(classes)}
+    for role in ("predicted", "other"):
+        wanted = [index_of[getattr(case, role)] for case in cases]
+        for case, found in zip(cases, gallery.neighbours_in_class(queries, wanted, SHOWN_PER_CLASS)):
+            case.neighbours[getattr(case, role)] = found
+
+
+def _map(gallery, embeddings: np.ndarray, method: str | None):
+    """The audited cells on the gallery map, and the training cells behind them."""
+    if gallery is None or method is None:
+        return None, None
+    projection = gallery.projection(method)
+    return projection.transform(embeddings), (projection.coords, np.asarray(gallery.labels))
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
