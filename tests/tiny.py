@@ -16,3 +16,17 @@ def make_tiny_bundle(out_dir: Path, **overrides) -> "xcyto.Bundle":
     settings = {**TINY_SETTINGS, **overrides, "out": str(out_dir)}
     xcyto.train(**settings)
     return xcyto.load(Path(out_dir) / "bundle")
+
+
+PAIR_DATA = "synthetic:n=100,size=32,seed=0"
+
+
+def tiny_pair(root: Path) -> tuple[Path, Path]:
+    """Two small CNNs (32 px without gallery, 40 px with one) trained for one epoch on the same
+    cells and split: members for ensembles. Made once under ``root`` and reused."""
+    paths = (Path(root) / "a", Path(root) / "b")
+    for path, size, gallery in zip(paths, (32, 40), (False, True)):
+        if not (path / "bundle" / "bundle.json").is_file():
+            xcyto.train(data=PAIR_DATA, model="small_cnn", image_size=size, epochs=1, batch_size=16, lr=3e-3,
+                        backbone_lr_mult=1.0, patience=0, num_workers=0, seed=0, gallery=gallery, out=str(path))
+    return tuple(path / "bundle" for path in paths)

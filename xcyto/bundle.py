@@ -31,6 +31,7 @@ from xcyto.models import CellClassifier, create, get_spec
 
 FORMAT = "xcyto-bundle"
 FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "xcyto-ensemble"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "bundle.json"
 GALLERY_DIR = "gallery"
@@ -147,20 +148,38 @@ class Bundle:
         return path
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
-    """Load and validate a bundle folder; refuse corrupt or inconsistent ones clearly."""
-    path = Path(path)
+def read_config(path: Path) -> dict:
+    """The ``bundle.json`` of a bundle folder as a dict, or a clear ``BundleError``."""
     config_path = path / CONFIG_FILE
-    weights_path = path / WEIGHTS_FILE
-    if not path.is_dir():
-        raise BundleError(f"{path}: no such bundle folder")
-    if not config_path.is_file() or not weights_path.is_file():
+    if not config_path.is_file():
         raise BundleError(f"{path}: not a bundle (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{config_path}: corrupt JSON ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    if not isinstance(config, dict):
+        raise BundleError(f"{config_path}: not an xcyto bundle (format must be {FORMAT!r})")
+    return config
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Load and validate a bundle folder; refuse corrupt or inconsistent ones clearly.
+
+    An ensemble folder (``xcyto ensemble``) loads as an :class:`xcyto.ensemble.EnsembleBundle`.
+    """
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    weights_path = path / WEIGHTS_FILE
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    config = read_config(path)
+    if config.get("format") == ENSEMBLE_FORMAT:
+        from xcyto.ensemble import load_ensemble
+
+        return load_ensemble(path, config, device=device)
+    if not weights_path.is_file():
+        raise BundleError(f"{path}: not a bundle (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    if config.get("format") != FORMAT:
         raise BundleError(f"{config_path}: not an xcyto bundle (format must be {FORMAT!r})")
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:

@@ -197,7 +197,9 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     runner_up = np.argsort(-probabilities, axis=1)[:, 1] if probabilities.shape[1] > 1 else predictions
     others = np.where(predictions != labels, labels, runner_up)
 
+    predicted_at = time.perf_counter()
     cases = _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress)
+    explained_at = time.perf_counter()
     if "gradcam" in methods and "integrated_gradients" in methods and cases:
         rho = S.map_agreement(np.stack([c.pop("gradcam") for c in cases]), np.stack([c.pop("ig") for c in cases]))
         signals["method_disagreement"][chosen] = (1.0 - rho) / 2.0
@@ -236,6 +238,9 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "gallery": None if gallery is None else str(gallery.path), "weights": S.WEIGHTS,
         "xcyto_version": __version__, "cleanlab_version": _version("cleanlab"),
         "seconds": round(time.perf_counter() - started, 2),
+        "seconds_by_stage": {"predict_and_score": round(predicted_at - started, 2),
+                             "explain_cases": round(explained_at - predicted_at, 2),
+                             "neighbours_map_metrics": round(time.perf_counter() - explained_at, 2)},
     }
     return AuditResult(classes=classes, cell_ids=dataset.cell_ids, labels=labels, probabilities=probabilities,
                        signals=signals, label_issue_flags=label_flags, atypical=atypical, cases=built,

@@ -13,7 +13,7 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
-SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit")
+SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit", "compare")
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev

@@ -41,41 +41,15 @@ def register(subparsers) -> None:
                                   description="Train a cell classifier; writes a run folder with metrics, "
                                   "figures, checkpoints and the bundle.", epilog=TRAIN_EPILOG, formatter_class=formatter)
     defaults = TrainConfig()
-    train.add_argument("--data", default=defaults.data, help="dataset folder, CSV manifest, or 'synthetic' (default)")
+    add_data_options(train)
     train.add_argument("--out", default=defaults.out, help="run folder (default %(default)s)")
     train.add_argument("--model", default=defaults.model, help="architecture (default %(default)s); see 'xcyto models'")
     train.add_argument("--weights", default=defaults.weights,
                        help="'default' (ImageNet for efficientnet_lite0, offline), 'imagenet' or 'none'")
     train.add_argument("--head", default=defaults.head, choices=("linear", "concat_pool"))
-    train.add_argument("--scheme", default=None, help="label scheme, e.g. 'binary' (Herlev normal/abnormal)")
-    train.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the model's)")
-    train.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
-    train.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr, help="head learning rate (default %(default)s)")
-    train.add_argument("--backbone-lr-mult", type=float, default=defaults.backbone_lr_mult,
-                       help="backbone learning rate = lr x this (default %(default)s)")
-    train.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
-                       help="train only the head for this many epochs first")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    train.add_argument("--balance", choices=BALANCE, default=defaults.balance,
-                       help="class balancing: none, a weighted loss, or a weighted sampler")
-    train.add_argument("--patience", type=int, default=defaults.patience,
-                       help="stop after this many epochs without a better validation macro-F1 (0: never)")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    add_fit_options(train)
     train.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
     train.add_argument("--split-manifest", default=None, help="reuse the split in this manifest CSV")
-    train.add_argument("--synthetic-n", type=int, default=defaults.synthetic_n, help="cells when --data synthetic")
-    train.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size)
-    train.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")
-    train.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"))
-    train.add_argument("--num-workers", type=int, default=None)
-    train.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
-    train.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not store training embeddings")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(func=run_train)
 
@@ -100,14 +74,57 @@ def register(subparsers) -> None:
     predict.set_defaults(func=run_predict)
 
 
-def run_train(args) -> int:
-    from xcyto.training import train
+def add_data_options(parser) -> None:
+    """Where the cells come from and how they are split (train and compare)."""
+    defaults = TrainConfig()
+    parser.add_argument("--data", default=defaults.data, help="dataset folder, CSV manifest, or 'synthetic' (default)")
+    parser.add_argument("--scheme", default=None, help="label scheme, e.g. 'binary' (Herlev normal/abnormal)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    parser.add_argument("--synthetic-n", type=int, default=defaults.synthetic_n, help="cells when --data synthetic")
+    parser.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size)
 
+
+def add_fit_options(parser) -> None:
+    """How a model is trained (train and compare)."""
+    defaults = TrainConfig()
+    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the model's)")
+    parser.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
+    parser.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="head learning rate (default %(default)s)")
+    parser.add_argument("--backbone-lr-mult", type=float, default=defaults.backbone_lr_mult,
+                        help="backbone learning rate = lr x this (default %(default)s)")
+    parser.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
+                        help="train only the head for this many epochs first")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
+                        help="class balancing: none, a weighted loss, or a weighted sampler")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="stop after this many epochs without a better validation macro-F1 (0: never)")
+    parser.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"))
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    parser.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not store training embeddings")
+
+
+def train_settings(args) -> dict:
+    """The TrainConfig fields among parsed arguments (``--weights none`` -> ``None``)."""
     names = {f.name for f in fields(TrainConfig)}
     settings = {key: value for key, value in vars(args).items() if key in names}
     if isinstance(settings.get("weights"), str) and settings["weights"].lower() == "none":
         settings["weights"] = None
-    train(TrainConfig(**settings), resume=args.resume)
+    return settings
+
+
+def run_train(args) -> int:
+    from xcyto.training import train
+
+    train(TrainConfig(**train_settings(args)), resume=args.resume)
     return 0
 
 

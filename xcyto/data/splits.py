@@ -136,6 +136,33 @@ def kfold_split(dataset: CellDataset, k: int = 5, seed: int = 0, test_fraction: 
     return split
 
 
+def cross_validation_fold(dataset: CellDataset, split: Split, k: int, val_fraction: float = 0.15,
+                          seed: int = 0) -> Split:
+    """Fold ``k`` of a k-fold ``split`` for cross-validation: test = fold ``k``, and the
+    other folds divided into train and validation (whole groups, stratified).
+
+    Unlike :meth:`Split.fold`, the held-out fold is never seen while training, early
+    stopping or calibrating, so each cell is tested exactly once over the folds.
+    ``val_fraction`` is the share of the training folds kept for validation.
+    """
+    if split.folds is None:
+        raise DataError("cross_validation_fold needs a k-fold split (see kfold_split)")
+    if not 0 <= k < split.n_folds:
+        raise DataError(f"fold {k} does not exist; this split has {split.n_folds} folds")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rest = np.flatnonzero((split.folds >= 0) & (split.folds != k))
+    inner = train_val_test_split(dataset.subset(rest), fractions=(1 - val_fraction, val_fraction, 0.0),
+                                 seed=seed + k)
+    if len(inner.val) == 0:
+        raise DataError(f"fold {k}: the other folds have too few source groups to keep {val_fraction:.0%} of them "
+                        "for validation; raise the validation share or use fewer folds")
+    fold = Split(indices={"train": np.sort(rest[inner.train]), "val": np.sort(rest[inner.val]),
+                          "test": np.flatnonzero(split.folds == k)}, seed=seed)
+    check_leakage(dataset, fold)
+    return fold
+
+
 def check_leakage(dataset: CellDataset, split: Split, hashes: list[str] | None = None) -> None:
     """Raise LeakageError if a cell, a group or byte-identical pixels sit on two sides.
 

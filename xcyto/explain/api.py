@@ -64,10 +64,14 @@ def resolve_bundle(bundle=None) -> Bundle:
 
 
 def _stamp(path: Path) -> int:
-    try:
-        return (path / "model.safetensors").stat().st_mtime_ns
-    except OSError:
-        return -1
+    """Changes when the bundle is rewritten (an ensemble has only ``bundle.json``)."""
+    stamps = []
+    for name in ("model.safetensors", "bundle.json"):
+        try:
+            stamps.append((path / name).stat().st_mtime_ns)
+        except OSError:
+            pass
+    return max(stamps, default=-1)
 
 
 def load_images(image) -> tuple[list[np.ndarray], list[str], bool]:
@@ -170,6 +174,11 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     """
     started = time.perf_counter()
     bundle = resolve_bundle(bundle)
+    if getattr(bundle, "is_ensemble", False):  # members explained one by one, maps combined
+        from xcyto.ensemble import explain_ensemble
+
+        return explain_ensemble(image, bundle, methods, target, neighbours, normalise=normalise,
+                                batch_size=batch_size, device=device, **method_options)
     if device is not None:
         bundle.to(device)
     methods = resolve_methods(methods)

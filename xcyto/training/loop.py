@@ -36,7 +36,7 @@ from xcyto.training.checkpoint import load_checkpoint, save_atomic
 from xcyto.training.config import TrainConfig
 from xcyto.training.data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
-from xcyto.training.metrics import classification_metrics, fit_temperature, macro_f1
+from xcyto.training.metrics import classification_metrics, fit_temperature, headline_metrics, macro_f1
 
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "best.safetensors"
@@ -124,7 +124,11 @@ def train(config: TrainConfig | None = None, resume: bool = False, **settings) -
 def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContext) -> TrainResult:
     device = pick_device(config.device, context)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size))
+        # An explicit OMP_NUM_THREADS wins: on a shared machine more threads than free cores
+        # make every step wait for the slowest thread.
+        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+        cores = int(requested) if requested.isdigit() and int(requested) > 0 else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // context.world_size))
     seed_everything(config.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, run_dir, reuse_split=resume, write=context.is_main)
@@ -241,7 +245,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "embedding_layer": spec.embedding_layer,
         "training": config.to_dict(),
         "data": data.provenance(),
-        "metrics": {"test": _headline(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
+        "metrics": {"test": headline_metrics(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
     }
     bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
     if context.is_main:
@@ -259,14 +263,6 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
               f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} (T={temperature:.2f}); bundle: {run_dir / 'bundle'}")
     context.barrier()
     return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=state["history"])
-
-
-def _headline(metrics: dict) -> dict:
-    keys = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "ece_calibrated")
-    headline = {key: metrics[key] for key in keys}
-    if "binary" in metrics:
-        headline["binary_accuracy"] = metrics["binary"]["accuracy"]
-    return headline
 
 
 def _build_gallery(bundle: Bundle, data: RunData) -> None:

@@ -84,3 +84,14 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
             "f1": float(f1_score(true_abnormal, predicted_abnormal, zero_division=0)),
         }
     return metrics
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """The part of :func:`classification_metrics` a bundle records (no confusion matrix)."""
+    keys = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "ece_calibrated")
+    headline = {key: metrics[key] for key in keys}
+    if "binary" in metrics:
+        for key in ("accuracy", "sensitivity", "specificity"):
+            headline[f"binary_{key}"] = metrics["binary"][key]
+    headline["per_class"] = metrics["per_class"]  # for the model card
+    return headline

@@ -1,0 +1,113 @@
+"""Cross-validated comparison: folds keep groups apart, runs resume, the leaderboard is written."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from xcyto.data import load_dataset
+from xcyto.data.splits import check_leakage, cross_validation_fold, kfold_split
+from xcyto.errors import TrainingError
+from xcyto.training import loop
+from xcyto.training.compare import compare, leaderboard, parse_models
+
+DATA = "synthetic:n=80,size=32,seed=0"  # 4 source groups per class
+SETTINGS = dict(val_fraction=0.4, image_size=32, epochs=2, batch_size=16, lr=3e-3, backbone_lr_mult=1.0, patience=0,
+                num_workers=0, gallery=False)
+
+
+def test_folds_keep_every_group_in_one_fold_and_test_each_cell_once():
+    dataset = load_dataset("synthetic:n=100,size=32,seed=0")
+    split = kfold_split(dataset, k=5, seed=0)
+    groups = np.array([sample.group for sample in dataset.samples])
+    for group in np.unique(groups):
+        assert len(np.unique(split.folds[groups == group])) == 1, group  # no group in two folds
+    tested = []
+    for k in range(5):
+        fold = cross_validation_fold(dataset, split, k, val_fraction=0.25, seed=0)
+        sides = [set(groups[fold[name]]) for name in ("train", "val", "test")]
+        assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+        assert len(fold.train) + len(fold.val) + len(fold.test) == len(dataset)
+        assert len(fold.val) > 0 and set(dataset.labels[fold.test]) == set(range(5))
+        check_leakage(dataset, fold)
+        tested.extend(fold.test.tolist())
+    assert sorted(tested) == list(range(len(dataset)))  # every cell tested exactly once
+
+
+def test_model_list_with_per_model_settings():
+    entries = parse_models("efficientnet_lite0, resnet18[weights=none,lr=2e-3], small_cnn[patience=0]")
+    assert [e.label for e in entries] == ["efficientnet_lite0", "resnet18", "small_cnn"]
+    assert entries[1].overrides == {"weights": None, "lr": 2e-3}
+    twice = parse_models("small_cnn,small_cnn[lr=3e-3]")
+    assert [e.label for e in twice] == ["small_cnn", "small_cnn_lr-0.003"]
+    for bad, message in (("nonsense_net", "unknown architecture"), ("small_cnn[colour=red]", "per-model"),
+                         ("small_cnn[lr=fast]", "expected"), ("small_cnn,small_cnn", "twice")):
+        with pytest.raises(Exception, match=message):
+            parse_models(bad)
+
+
+def test_compare_resumes_an_interrupted_run_and_writes_the_leaderboard(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    models = "small_cnn,small_cnn[lr=1e-3]"
+    real_epoch = loop._train_epoch
+    calls = []
+
+    def crash_in_third_epoch(*args, **kwargs):  # the second model's second epoch on fold 1
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        compare(DATA, models, out, folds=2, **SETTINGS)
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    first = out / "small_cnn" / "fold-0" / "metrics.json"
+    finished_at = first.stat().st_mtime_ns
+    assert (out / "small_cnn_lr-0.001" / "fold-0" / "checkpoint.pt").is_file()
+    assert not (out / "small_cnn_lr-0.001" / "fold-0" / "metrics.json").exists()
+    capsys.readouterr()
+
+    result = compare(DATA, models, out, folds=2, **SETTINGS)
+    printed = capsys.readouterr().out
+    assert "small_cnn, fold 1/2: done already" in printed
+    assert "resuming" in printed and "resuming" in printed.split("small_cnn_lr-0.001, fold 1/2")[1]
+    assert first.stat().st_mtime_ns == finished_at  # the finished run was not trained again
+    history = json.loads((out / "small_cnn_lr-0.001" / "fold-0" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(row["model"], row["fold"]) for row in rows} >= {("small_cnn", "0"), ("small_cnn", "1"),
+                                                              ("ensemble (equal)", "1")}
+    assert sum(int(row["n_test"]) for row in rows if row["model"] == "small_cnn") == 80  # each cell once
+    board = {entry["model"]: entry for entry in result.leaderboard}
+    assert set(board) == {"small_cnn", "small_cnn_lr-0.001", "ensemble (equal)", "ensemble (fitted)"}
+    assert board["small_cnn"]["folds"] == 2 and board["small_cnn"]["accuracy_std"] is not None
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| model | folds | accuracy ↑ | macro-F1 ↑ | 2-class accuracy ↑ | ECE ↓ | training time (s) ↓" in markdown
+    assert (out / "leaderboard.png").stat().st_size > 0 and (out / "leaderboard.csv").is_file()
+
+    with pytest.raises(TrainingError, match="other settings"):
+        compare(DATA, models, out, folds=2, **{**SETTINGS, "epochs": 3})
+    with pytest.raises(TrainingError, match="other folds"):
+        compare(DATA, models, out, folds=3, **SETTINGS)
+
+
+def test_leaderboard_means_and_spreads():
+    rows = [{"model": "a", "fold": k, "n_test": 10, "accuracy": acc, "macro_f1": acc, "binary_accuracy": None,
+             "ece": 0.1, "train_seconds": 5.0, "parameters": 100} for k, acc in enumerate((0.5, 0.7))]
+    rows.append({**rows[0], "model": "b", "accuracy": 0.9, "macro_f1": 0.9})
+    board = leaderboard(rows)
+    assert [entry["model"] for entry in board] == ["b", "a"]
+    assert board[1]["accuracy_mean"] == pytest.approx(0.6) and board[1]["accuracy_std"] == pytest.approx(0.1414, abs=1e-3)
+    assert board[1]["binary_accuracy_mean"] is None and board[0]["accuracy_std"] is None
+
+
+def test_compare_command_help_and_bad_models(capsys):
+    from xcyto.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "examples:" in capsys.readouterr().out
+    assert main(["compare", "--data", DATA, "--models", "no_such_net", "--out", "/nonexistent/x"]) == 2
+    assert "unknown architecture" in capsys.readouterr().err

@@ -1,0 +1,120 @@
+"""``xcyto compare``, ``xcyto ensemble`` and ``xcyto card``."""
+from __future__ import annotations
+
+import argparse
+
+from xcyto.cli.train import add_data_options, add_fit_options, train_settings
+
+COMPARE_EPILOG = """examples:
+  # three architectures, 5-fold group-aware cross-validation, the same settings for all
+  xcyto compare --data ../shared/data/herlev --models efficientnet_lite0,resnet18,small_cnn \\
+      --folds 5 --image-size 64 --epochs 6 --out runs/compare-herlev
+
+  # per-model settings in brackets (any 'xcyto train' setting, with underscores)
+  xcyto compare --data ../shared/data/herlev --models "efficientnet_lite0,resnet18[backbone_lr_mult=1,lr=2e-3]" \\
+      --out runs/compare
+
+  # interrupted? run the same command again: finished runs are kept, the interrupted one resumes
+  xcyto compare --data ../shared/data/herlev --models efficientnet_lite0,resnet18,small_cnn --folds 5 \\
+      --image-size 64 --epochs 6 --out runs/compare-herlev
+
+  # seconds, on synthetic cells
+  xcyto compare --data "synthetic:n=200,size=48,seed=0" --models "small_cnn,small_cnn[lr=3e-3]" --folds 3 \\
+      --epochs 2 --out runs/compare-smoke"""
+
+ENSEMBLE_EPILOG = """examples:
+  # soft-voting ensemble of the fold-0 bundles of a comparison, weights fitted on their validation cells
+  xcyto ensemble runs/compare-herlev/efficientnet_lite0/fold-0/bundle runs/compare-herlev/resnet18/fold-0/bundle \\
+      runs/compare-herlev/small_cnn/fold-0/bundle --fit-weights --out runs/ensemble-herlev
+
+  # given weights, then use it like any bundle
+  xcyto ensemble A/bundle B/bundle --weights 2,1 --out runs/ensemble
+  xcyto evaluate --bundle runs/ensemble --split test
+  xcyto explain cell.bmp --bundle runs/ensemble --out explained/
+  python demo/app.py --bundle runs/ensemble"""
+
+CARD_EPILOG = """examples:
+  xcyto card runs/herlev-lite0/bundle                                   # writes runs/herlev-lite0/bundle/MODEL_CARD.md
+  xcyto card runs/herlev-lite0/bundle --data ../shared/data/herlev      # per-class metrics on its test split
+  xcyto card runs/ensemble --out docs/ensemble-card.md"""
+
+
+def register(subparsers) -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    compare = subparsers.add_parser(
+        "compare", help="cross-validated leaderboard of several architectures",
+        description="Train several architectures under the same settings on k group-aware folds (each fold "
+        "tested by models that never saw it), and write a leaderboard (Markdown, CSV, figure) with the "
+        "soft-voting ensemble of each fold's models. Resumable: run it again to continue.",
+        epilog=COMPARE_EPILOG, formatter_class=formatter)
+    compare.add_argument("--models", required=True,
+                         help="comma-separated architectures, each optionally with settings in brackets, "
+                              "e.g. 'efficientnet_lite0,resnet18[backbone_lr_mult=1],small_cnn'")
+    compare.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
+    compare.add_argument("--out", required=True, help="comparison folder")
+    compare.add_argument("--no-ensemble", dest="ensemble", action="store_false",
+                         help="do not test the ensemble of each fold's models")
+    add_data_options(compare)
+    add_fit_options(compare)
+    compare.set_defaults(func=run_compare)
+
+    ensemble = subparsers.add_parser(
+        "ensemble", help="combine bundles into one soft-voting bundle",
+        description="Make a bundle that averages the calibrated probabilities of several bundles (same classes; "
+        "input sizes may differ). It loads, evaluates, explains and serves like any bundle. When the members "
+        "share a split (e.g. one fold of 'xcyto compare'), it is tested on that split's test cells.",
+        epilog=ENSEMBLE_EPILOG, formatter_class=formatter)
+    ensemble.add_argument("bundles", nargs="+", help="two or more bundle folders")
+    ensemble.add_argument("--out", required=True, help="the ensemble's folder (members are copied into it)")
+    ensemble.add_argument("--weights", default=None, help="comma-separated weights, one per bundle (default: equal)")
+    ensemble.add_argument("--fit-weights", action="store_true",
+                          help="fit the weights on the members' shared validation cells (lowest log-loss)")
+    ensemble.add_argument("--data", default=None, help="the members' data (default: the source they record)")
+    ensemble.add_argument("--scheme", default=None)
+    ensemble.set_defaults(func=run_ensemble)
+
+    card = subparsers.add_parser(
+        "card", help="write a bundle's model card (Markdown)",
+        description="Render a short Markdown model card: model, data and split, classes, per-class metrics, "
+        "calibration, intended use and limits. Printed, and written to BUNDLE/MODEL_CARD.md (or --out).",
+        epilog=CARD_EPILOG, formatter_class=formatter)
+    card.add_argument("bundle", help="bundle or ensemble folder")
+    card.add_argument("--data", default=None, help="compute the metrics on this data (default: those recorded)")
+    card.add_argument("--split", default="test", choices=("all", "train", "val", "test"),
+                      help="with --data: which split of the bundle's manifest (default %(default)s)")
+    card.add_argument("--scheme", default=None)
+    card.add_argument("--out", default=None, help="Markdown file (default BUNDLE/MODEL_CARD.md)")
+    card.set_defaults(func=run_card)
+
+
+def run_compare(args) -> int:
+    from xcyto.training.compare import compare
+
+    settings = train_settings(args)
+    for key in ("data", "scheme", "seed", "val_fraction", "out"):
+        settings.pop(key)
+    compare(args.data, args.models, args.out, folds=args.folds, seed=args.seed, scheme=args.scheme,
+            val_fraction=args.val_fraction, ensemble=args.ensemble, **settings)
+    return 0
+
+
+def run_ensemble(args) -> int:
+    from xcyto.ensemble import ensemble_command
+    from xcyto.errors import BundleError
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(value) for value in args.weights.split(",")]
+        except ValueError:
+            raise BundleError(f"--weights {args.weights!r}: expected numbers separated by commas") from None
+    ensemble_command(args.bundles, args.out, weights=weights, fit=args.fit_weights, data=args.data,
+                     scheme=args.scheme)
+    return 0
+
+
+def run_card(args) -> int:
+    from xcyto.card import card_command
+
+    card_command(args.bundle, data=args.data, split=args.split, scheme=args.scheme, out=args.out)
+    return 0
