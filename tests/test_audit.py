@@ -87,6 +87,9 @@ def test_reading_names_the_kind_of_case():
     assert S.classify_case(**common, neighbour_classes=["b"] * 8 + ["a"] * 2)[0] == "label_error"
     assert S.classify_case(**common, neighbour_classes=["a"] * 8 + ["b"] * 2)[0] == "confusion"
     assert S.classify_case(**{**common, "atypical": True}, neighbour_classes=["a"] * 10)[0] == "atypical"
+    # without a gallery, cleanlab's flag alone decides
+    assert S.classify_case(**common, neighbour_classes=[])[0] == "label_error"
+    assert S.classify_case(**{**common, "label_flag": False}, neighbour_classes=[])[0] == "confusion"
     kind, reading = S.classify_case(**{**common, "predicted": "a", "p_predicted": 0.5}, neighbour_classes=[])
     assert kind == "doubtful" and "runner-up c" in reading
 

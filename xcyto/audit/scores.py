@@ -107,9 +107,10 @@ def classify_case(*, given: str, predicted: str, runner_up: str, p_given: float,
     k = len(neighbour_classes)
     like_predicted = sum(name == predicted for name in neighbour_classes)
     like_given = sum(name == given for name in neighbour_classes)
-    if predicted != given and (label_flag or p_given < 0.05) and like_predicted > k / 2:
-        return "label_error", (f"likely label error: the model ({p_predicted:.0%}) and {like_predicted} of its "
-                               f"{k} nearest training cells say {predicted}, not {given}")
+    if predicted != given and (label_flag or p_given < 0.05) and (like_predicted > k / 2 if k else label_flag):
+        neighbours = f" and {like_predicted} of its {k} nearest training cells" if k else ""
+        return "label_error", (f"likely label error: the model ({p_predicted:.0%}){neighbours} say "
+                               f"{predicted}, not {given}")
     if atypical:
         return "atypical", ("atypical cell: unlike the training cells, so neither the label nor the "
                             f"prediction ({predicted}, {p_predicted:.0%}) can be leaned on")
