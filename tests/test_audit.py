@@ -110,6 +110,23 @@ def test_neighbours_in_class_are_the_most_similar_cells_of_that_class(demo_bundl
         assert all(n.label == label for n in neighbours)
 
 
+def test_search_class_reads_only_that_class_and_copes_with_an_empty_one():
+    from xcyto.embedding.search import NeighbourIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = np.arange(40) % 3  # class 3 has no cells
+    index = NeighbourIndex(vectors, labels, n_classes=4)
+    queries = torch.from_numpy(vectors[:3])
+    found = index.search_class(queries, [1, 2, 3], k=5)
+    for (rows, similarities), label, query in zip(found[:2], [1, 2], vectors[:3]):
+        members = np.flatnonzero(labels == label)
+        expected = members[np.argsort(-(vectors[members] @ query))[:5]]
+        assert rows == expected.tolist() and similarities == sorted(similarities, reverse=True)
+    assert found[2] == ([], [])
+
+
 # -- the audit ------------------------------------------------------------------------------------
 def test_planted_label_errors_rank_first(planted_audit, planted):
     _, relabelled, wrong = planted
