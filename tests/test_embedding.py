@@ -215,6 +215,11 @@ def test_calibration_uses_leave_one_out_neighbours_and_a_shrinkage_gaussian(gall
     reference = LedoitWolf().fit(vectors.double().numpy())
     probes = vectors.numpy()[:10] * 0.9 + 0.1 * vectors.numpy()[10:20]
     assert np.allclose(calibration.spread_distance(probes) ** 2, reference.mahalanobis(probes), rtol=1e-3)
+    # ... whose D x D whitening is stored in float16 with a scale (half the bytes, same distances)
+    stored = np.load(gallery.path / "atypicality_whitening.npy")
+    assert stored.dtype == np.float16 and np.abs(stored).max() == 1.0
+    scale = gallery.meta["atypicality"]["whitening_scale"]
+    np.testing.assert_array_equal(calibration.whitening, stored.astype(np.float32) * np.float32(scale))
     # about 1% of the training cells are above the threshold, by construction
     assert np.all(np.diff(calibration.combined_reference) >= 0)
     assert 0.0 < (calibration.combined_reference > calibration.threshold).mean() <= 0.02

@@ -10,7 +10,8 @@ Layout of ``bundle/gallery/`` (memory-mapped on load, nothing pickled)::
     thumbnails.npy               (N, T, T, 3) uint8, T = 96 by default
     atypicality_*.npy            calibration of the atypicality score (see atypicality.py):
                                  sorted reference values (knn, spread, combined) and the
-                                 spread model (mean, whitening)
+                                 spread model (mean; whitening in float16, times the
+                                 whitening_scale of gallery.json)
     projections/                 2-D maps, fitted on first use (see projection.py)
 
 A gallery belongs to the exact weights it was built with: loading it into a bundle
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 
 from xcyto import __version__
 from xcyto.atomic import replace_dir
-from xcyto.embedding.atypicality import DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate
+from xcyto.embedding.atypicality import (DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate,
+                                         compact_whitening, expand_whitening)
 from xcyto.embedding.embed import THUMBNAIL_SIZE, embed_cells, thumbnail
 from xcyto.embedding.projection import EmbeddingMap, check_method, fit_map, load_map, save_map
 from xcyto.embedding.search import NeighbourIndex, SearchResult
@@ -212,6 +214,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
     groups = [str(sample.group) for sample in samples]
     index = NeighbourIndex(stored, labels, len(bundle.classes), groups=group_codes(groups))
     calibration = calibrate(index, k=k, percentile=percentile)
+    stored_whitening, whitening_scale = compact_whitening(calibration.whitening)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -227,6 +230,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
         "thumbnail_size": int(thumbnail_size),
         "source": {"dataset": dataset.name, "root": str(dataset.root) if dataset.root else None},
         "atypicality": {"k": calibration.k, "percentile": calibration.percentile,
+                        "whitening_scale": whitening_scale,
                         "threshold": calibration.threshold,
                         "calibration_cells": int(len(calibration.knn_reference)),
                         "method": "max of k-NN cosine distance (leave-one-out) and Ledoit-Wolf "
@@ -241,6 +245,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
         arrays = {"embeddings": stored, "labels": labels, "thumbnails": thumbnails,
                   **{f"atypicality_{name}": np.asarray(getattr(calibration, name), dtype=np.float32)
                      for name in CALIBRATION_ARRAYS}}
+        arrays["atypicality_whitening"] = stored_whitening
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array, allow_pickle=False)
         (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
@@ -330,6 +335,9 @@ def _open(folder: Path, meta: dict | None = None) -> Gallery:
         raise BundleError(f"{folder}: gallery.json lists {len(meta['cell_ids'])} cell ids for {n_cells} cells")
     settings = meta["atypicality"]
     calibration = Calibration(k=int(settings["k"]), percentile=float(settings["percentile"]),
-                              **{name: np.asarray(arrays[f"atypicality_{name}"]) for name in CALIBRATION_ARRAYS})
+                              **{name: np.asarray(arrays[f"atypicality_{name}"]) for name in CALIBRATION_ARRAYS
+                                 if name != "whitening"},
+                              whitening=expand_whitening(arrays["atypicality_whitening"],
+                                                         settings.get("whitening_scale", 1.0)))
     return Gallery(path=folder, meta=meta, embeddings=arrays["embeddings"], labels=arrays["labels"],
                    thumbnails=arrays["thumbnails"], calibration=calibration)
