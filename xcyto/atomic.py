@@ -6,6 +6,8 @@ truncated file in place of the last good one.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -73,6 +75,20 @@ def write_bytes_atomic(path, data: bytes) -> Path:
 
 def write_text_atomic(path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of dicts as CSV text, columns in the order of the first row (``None`` -> empty)."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv_atomic(path, rows: list[dict]) -> Path:
+    return write_text_atomic(path, csv_text(rows))
 
 
 def write_json_atomic(path, payload) -> Path:

@@ -44,8 +44,7 @@ def plot_case(case, methods: list[str] | None = None):
         axes[0, 0].set_title("cell", fontsize=9)
     for column, ((method, class_name), image) in enumerate(overlays, start=1):
         axes[0, column].imshow(image)
-        role = "predicted" if class_name == case.predicted else ("given" if case.misclassified else "runner-up")
-        axes[0, column].set_title(f"{method}\n→ {class_name} ({role})", fontsize=8)
+        axes[0, column].set_title(f"{method}\n→ {class_name} ({case.roles[class_name]})", fontsize=8)
     for row, (class_name, found) in enumerate(neighbour_rows, start=1):
         for column, neighbour in enumerate(found):
             axes[row, column].imshow(neighbour.thumbnail)

@@ -8,7 +8,6 @@ written beside ``out`` and renamed into place, so a crash leaves the last report
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import re
 from pathlib import Path
@@ -16,20 +15,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xcyto.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from xcyto.atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from xcyto.audit.scores import KINDS, WEIGHTS
+from xcyto.explain.render import png_bytes
 
 TEMPLATE = "report.html.j2"
 JPEG_QUALITY = 90
 SIGNAL_COLUMNS = ("suspicion", *WEIGHTS, "atypicality_percentile")
 SHORT_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "IG", "gradcampp": "Grad-CAM++", "saliency": "saliency",
                "smoothgrad": "SmoothGrad", "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM"}
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def jpeg_bytes(image: np.ndarray) -> bytes:
@@ -84,15 +78,6 @@ def _number(value) -> str:
     return "" if value is None or not np.isfinite(value) else f"{float(value):.4f}"
 
 
-def _csv(rows: list[dict]) -> str:
-    text = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return text.getvalue()
-
-
 def summary_figures(result) -> dict[str, bytes]:
     """PNG bytes of the confusion matrix, the map with errors ringed, and the signals plot."""
     from xcyto.audit.figures import plot_signals
@@ -124,14 +109,14 @@ def _case_view(case, methods: list[str], images: dict[str, bytes]) -> dict:
         return data_uri(jpeg_bytes(array), "jpeg")
 
     panels = [{"title": "cell", "src": image("cell", case.image)}] if case.image is not None else []
-    for class_name, role in ((case.predicted, "predicted"), (case.other, "given" if case.misclassified else "runner-up")):
+    for class_name, role in case.roles.items():
         for method in methods:
             overlay = case.overlays.get((method, class_name))
             if overlay is not None:
                 panels.append({"title": f"{SHORT_NAMES.get(method, method)} → {class_name}", "role": role,
                                "src": image(f"{method}_{slug(class_name)}", overlay)})
     neighbours = []
-    for class_name, role in ((case.predicted, "predicted"), (case.other, "given" if case.misclassified else "runner-up")):
+    for class_name, role in case.roles.items():
         found = case.neighbours.get(class_name, [])
         neighbours.append({"class_name": class_name, "role": role, "cells": [
             {"src": image(f"nn_{slug(class_name)}_{i}", nb.thumbnail), "cell_id": nb.cell_id,
@@ -169,8 +154,7 @@ def render_html(result, title: str | None = None, images: dict[str, bytes] | Non
         settings=settings, settings_text=_settings_text(settings),
         cells=len(result.cell_ids), accuracy=f"{metrics['accuracy']:.3f}", macro_f1=f"{metrics['macro_f1']:.3f}",
         binary=metrics.get("binary"), errors=int((result.predictions != result.labels).sum()),
-        kinds=[{"kind": kind, "label": label, "count": sum(c.kind == kind for c in result.cases)}
-               for kind, label in KINDS.items()],
+        kinds=[{"kind": kind, "label": KINDS[kind], "count": count} for kind, count in result.kind_counts().items()],
         figures={name: data_uri(png) for name, png in figures.items()},
         pairs=pairs, all_pairs=all_pairs,
         cases=[_case_view(case, settings["methods"], images) for case in result.cases],
@@ -191,11 +175,11 @@ def write_audit(result, out, title: str | None = None) -> dict[str, Path]:
     page = render_html(result, title=title, images=images, figures=figures)
     with atomic_dir(out) as staging:
         write_text_atomic(staging / "report.html", page)
-        write_text_atomic(staging / "cases.csv", _csv(case_rows(result)))
-        write_text_atomic(staging / "cells.csv", _csv(cell_rows(result)))
+        write_csv_atomic(staging / "cases.csv", case_rows(result))
+        write_csv_atomic(staging / "cells.csv", cell_rows(result))
         summary = {"settings": result.settings, "metrics": result.metrics,
                    "confused_pairs": result.confused_pairs(),
-                   "cases": len(result.cases), "kinds": {k: sum(c.kind == k for c in result.cases) for k in KINDS},
+                   "cases": len(result.cases), "kinds": result.kind_counts(),
                    "class_thresholds": dict(zip(result.classes, np.nan_to_num(result.class_thresholds).tolist()))
                    if result.class_thresholds is not None else None}
         write_json_atomic(staging / "audit.json", summary)

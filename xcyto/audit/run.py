@@ -59,6 +59,12 @@ class Case:
         return self.signals["suspicion"]
 
     @property
+    def roles(self) -> dict[str, str]:
+        """The two classes shown, with their role: ``predicted``, and ``given`` (or
+        ``runner-up`` when the call was right)."""
+        return {self.predicted: "predicted", self.other: "given" if self.misclassified else "runner-up"}
+
+    @property
     def pair(self) -> str:
         return f"{self.given} → {self.predicted}"
 
@@ -89,6 +95,10 @@ class AuditResult:
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    def kind_counts(self) -> dict[str, int]:
+        """How many cases of each kind (``xcyto.audit.KINDS``, in that order; zeros kept)."""
+        return {kind: sum(case.kind == kind for case in self.cases) for kind in S.KINDS}
 
     def confused_pairs(self, top: int = 10) -> list[tuple[str, str, int]]:
         """``(given, predicted, count)`` of the most frequent errors, most frequent first."""

@@ -56,9 +56,7 @@ def run_audit(args) -> int:
                    max_cases=args.max_cases, map_method=None if args.map == "none" else args.map,
                    batch_size=args.batch_size, progress=True, data_note=f"{args.data} ({args.split})", **options)
     written = result.save(args.out, title=args.title)
-    kinds = {}
-    for case in result.cases:
-        kinds[case.kind] = kinds.get(case.kind, 0) + 1
+    kinds = {kind: count for kind, count in result.kind_counts().items() if count}
     metrics = result.metrics
     print(f"{len(result.cell_ids)} cells: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
           f"{len(result.cases)} cases ({', '.join(f'{n} {kind}' for kind, n in kinds.items()) or 'none'}) "

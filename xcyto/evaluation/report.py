@@ -158,15 +158,14 @@ class EvaluationReport:
 
     def save(self, out) -> dict[str, Path]:
         """Write ``explanation_metrics.md``, ``.csv``, ``.json`` and ``explanation_metrics.png`` into ``out``."""
-        from xcyto.bundle import write_json_atomic
-        from xcyto.explain.render import _atomic
+        from xcyto.atomic import write_json_atomic, write_text_atomic
         from xcyto.plotting import save_figure
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {
-            "markdown": _atomic(out / "explanation_metrics.md", lambda h: h.write(self.to_markdown().encode())),
-            "csv": _atomic(out / "explanation_metrics.csv", lambda h: h.write(self.to_csv().encode())),
+            "markdown": write_text_atomic(out / "explanation_metrics.md", self.to_markdown()),
+            "csv": write_text_atomic(out / "explanation_metrics.csv", self.to_csv()),
             "figure": save_figure(self.figure(), out / "explanation_metrics.png"),
         }
         payload = {"settings": self.settings, "rows": self.rows, "curves": self.curves, "values": self.values,

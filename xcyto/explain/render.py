@@ -4,13 +4,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xcyto.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from xcyto.plotting import HEATMAP_CMAP, class_colors, save_figure
 
 #: Largest opacity of the heatmap over the cell; opacity grows linearly with the display value,
@@ -151,8 +150,6 @@ def explanation_html(explanation) -> str:
 
 # -- saving -----------------------------------------------------------------------------------
 def save_explanation(explanation, directory, name: str = "explanation", arrays: bool = False) -> dict[str, Path]:
-    from xcyto.bundle import write_json_atomic
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"figure": save_figure(explanation.plot(), directory / f"{name}.png")}
@@ -160,32 +157,26 @@ def save_explanation(explanation, directory, name: str = "explanation", arrays: 
     for method, heatmap in explanation.heatmaps.items():
         paths[method] = _save_png(heatmap.overlay, directory / f"{name}_{method}.png")
         if arrays:
-            paths[f"{method}_raw"] = _atomic(directory / f"{name}_{method}.npy",
-                                             lambda handle, h=heatmap: np.save(handle, h.raw))
+            paths[f"{method}_raw"] = _save_npy(heatmap.raw, directory / f"{name}_{method}.npy")
     paths["json"] = directory / f"{name}.json"
     write_json_atomic(paths["json"], explanation.to_dict())
     return paths
 
 
-def _save_png(array: np.ndarray, path: Path) -> Path:
+def png_bytes(image: np.ndarray) -> bytes:
+    """An ``H x W x 3`` uint8 image as PNG bytes."""
     from PIL import Image
 
-    return _atomic(path, lambda handle: Image.fromarray(np.ascontiguousarray(array)).save(handle, format="PNG"))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _save_png(array: np.ndarray, path: Path) -> Path:
+    return write_bytes_atomic(path, png_bytes(array))
 
 
-def _atomic(path: Path, write) -> Path:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+def _save_npy(array: np.ndarray, path: Path) -> Path:
+    with atomic_path(path) as temporary:
+        np.save(temporary, array)
     return path

@@ -18,8 +18,6 @@ one resumed, so the command can be run again until it completes. Layout::
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xcyto.atomic import write_json_atomic, write_text_atomic
+from xcyto.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from xcyto.data.splits import cross_validation_fold, kfold_split, manifest_text, save_split_manifest
 from xcyto.errors import TrainingError
 from xcyto.training.config import TrainConfig
@@ -303,8 +301,8 @@ def leaderboard(results: list[dict]) -> list[dict]:
 
 def write_leaderboard(out: Path, results: list[dict], board: list[dict], title: str) -> None:
     """results.csv, leaderboard.csv, leaderboard.md and leaderboard.png, each written atomically."""
-    write_text_atomic(out / "results.csv", _csv(results))
-    write_text_atomic(out / "leaderboard.csv", _csv(board))
+    write_csv_atomic(out / "results.csv", results)
+    write_csv_atomic(out / "leaderboard.csv", board)
     markdown = leaderboard_markdown(board, title)
     write_text_atomic(out / "leaderboard.md", markdown)
     if results:
@@ -357,12 +355,3 @@ def plot_leaderboard(results: list[dict], board: list[dict]):
             axis.set_ylim(0, 1)
     figure.tight_layout()
     return figure
-
-
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in rows)
-    return buffer.getvalue()
