@@ -42,7 +42,7 @@ def test_predict_writes_probabilities_and_reports_unreadable_files(tiny_bundle, 
     (tmp_path / "notes.png").write_text("not an image")
     out = tmp_path / "predictions.csv"
     assert main(["predict", "--bundle", str(tiny_bundle.path), str(tmp_path), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert len(rows) == 4
     good = [row for row in rows if not row["error"]]
     assert len(good) == 3

@@ -76,7 +76,7 @@ def test_compare_resumes_an_interrupted_run_and_writes_the_leaderboard(tmp_path,
     history = json.loads((out / "small_cnn_lr-0.001" / "fold-0" / "history.json").read_text())
     assert [entry["epoch"] for entry in history] == [1, 2]
 
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert {(row["model"], row["fold"]) for row in rows} >= {("small_cnn", "0"), ("small_cnn", "1"),
                                                               ("ensemble (equal)", "1")}
     assert sum(int(row["n_test"]) for row in rows if row["model"] == "small_cnn") == 80  # each cell once

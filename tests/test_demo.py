@@ -171,7 +171,8 @@ def test_explain_returns_prediction_heatmaps_neighbours_map_and_downloads(explai
     assert {item["caption"].rsplit(" ", 1)[0] for item in nearest} == set(tiny_bundle.classes) - {label["label"]}
     assert np.asarray(Image.open(_image(embedding_map))).ndim == 3
     assert info.startswith("### ") and "Research use only" in info
-    assert Image.open(figure).format == "PNG"
+    with Image.open(figure) as picture:
+        assert picture.format == "PNG"
 
 
 def test_opacity_reblends_the_kept_maps_without_recomputing(explained):

@@ -233,7 +233,7 @@ def test_cli_project_places_test_cells_and_marks_the_misclassified(tiny, held_ou
     assert code == 0, capsys.readouterr().err
     with Image.open(figure) as image:
         assert image.size[0] > 300 and image.size[1] > 300
-    rows = list(csv.DictReader(table.open()))
+    rows = list(csv.DictReader(table.read_text().splitlines()))
     assert [row["cell_id"] for row in rows] == held_out.cell_ids
     batch = tiny.preprocess([sample.image for sample in held_out.samples])
     predicted = tiny.predict_logits(batch).argmax(1).numpy()

@@ -35,7 +35,8 @@ def test_explain_writes_a_figure_and_json_per_cell(images, tmp_path, capsys):
         assert set(record["heatmaps"]) == {"gradcam", "integrated_gradients"}
         assert record["heatmaps"]["integrated_gradients"]["settings"]["steps"] == 4
         for suffix in ("", "_cell", "_gradcam", "_integrated_gradients"):
-            assert Image.open(out / f"{path.stem}{suffix}.png").size[0] > 0
+            with Image.open(out / f"{path.stem}{suffix}.png") as picture:
+                assert picture.size[0] > 0
 
 
 def test_explain_accepts_a_folder_and_lists_methods(images, tmp_path, capsys):

@@ -134,7 +134,9 @@ class Canvas:
         rows, cols = slice(top, top + height), slice(left, left + width)
         scale = strength / BODY
         if texture is None:
-            layer = cv2.multiply(shade[rows, cols], scale, dtype=cv2.CV_32F)
+            # NumPy, not cv2.multiply(array, float): OpenCV 5 turns the float into a 4-channel
+            # Scalar and returns (4, 1) for a 1 x 1 array. Double precision then float32, as cv2 did.
+            layer = (shade[rows, cols] * scale).astype(np.float32)
         else:
             field = cv2.addWeighted(self.coarse[rows, cols], texture[0], self.fine[rows, cols], texture[1], 1.0)
             cv2.threshold(field, 0.0, 0.0, cv2.THRESH_TOZERO, dst=field)  # no negative stain
