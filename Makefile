@@ -1,15 +1,23 @@
-# The two commands of the README: `make demo` and `make test`. Each creates .venv first
-# when it is missing (or when pyproject.toml changed).
+# The two commands of the README: `make demo` and `make test`. Each creates .venv first when
+# it is missing (or when pyproject.toml or requirements.lock changed), with exactly the
+# versions of requirements.lock: the set the whole suite last passed on.
+#
+# `make test-latest` runs the suite in a separate venv with the newest versions pyproject.toml
+# allows (the guard against the next upstream release); `make lock` does the same and, when
+# the suite passes, writes those versions to requirements.lock.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LATEST := .venv-latest
 
-.PHONY: demo test artifacts bench clean-venv
+.PHONY: demo test artifacts bench test-latest lock clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
+	$(PY) tools/lock.py check $(LOCK)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,5 +33,19 @@ artifacts: $(STAMP)
 bench: $(STAMP)
 	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+# A fresh venv with the newest allowed versions (torch and torchvision kept at the lock's,
+# which come from the local wheel cache), then the whole suite.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	grep -E '^(torch|torchvision)==' $(LOCK) > $(LATEST)/torch-pins.txt
+	$(LATEST)/bin/python -m pip install -q -c $(LATEST)/torch-pins.txt -e '.[dev]'
+	$(LATEST)/bin/python -m pytest -W default
+
+lock: test-latest
+	cp $(LOCK) $(LATEST)/previous.lock
+	$(LATEST)/bin/python tools/lock.py write $(LOCK)
+	$(LATEST)/bin/python tools/lock.py moved $(LATEST)/previous.lock $(LOCK)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST)
