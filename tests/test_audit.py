@@ -82,16 +82,32 @@ def test_neighbour_disagreement_and_map_agreement():
 
 
 def test_reading_names_the_kind_of_case():
-    common = dict(given="a", predicted="b", runner_up="c", p_given=0.01, p_predicted=0.97, label_flag=True,
+    common = dict(given="a", predicted="b", runner_up="c", p_given=0.01, p_predicted=0.97, label_error=True,
                   atypical=False)
     assert S.classify_case(**common, neighbour_classes=["b"] * 8 + ["a"] * 2)[0] == "label_error"
-    assert S.classify_case(**common, neighbour_classes=["a"] * 8 + ["b"] * 2)[0] == "confusion"
-    assert S.classify_case(**{**common, "atypical": True}, neighbour_classes=["a"] * 10)[0] == "atypical"
-    # without a gallery, cleanlab's flag alone decides
-    assert S.classify_case(**common, neighbour_classes=[])[0] == "label_error"
-    assert S.classify_case(**{**common, "label_flag": False}, neighbour_classes=[])[0] == "confusion"
-    kind, reading = S.classify_case(**{**common, "predicted": "a", "p_predicted": 0.5}, neighbour_classes=[])
+    kind, reading = S.classify_case(**common, neighbour_classes=["b"] * 8 + ["a"] * 2, reading_precision=0.31)
+    assert kind == "disagreement" and "model and label disagree" in reading and "31%" in reading
+    kind, reading = S.classify_case(**common, neighbour_classes=["b"] * 8, reading_precision=0.9)
+    assert kind == "label_error" and "90%" in reading
+    assert S.classify_case(**{**common, "label_error": False}, neighbour_classes=["a"] * 8 + ["b"] * 2)[0] == "confusion"
+    assert S.classify_case(**{**common, "label_error": False, "atypical": True},
+                           neighbour_classes=["a"] * 10)[0] == "atypical"
+    kind, reading = S.classify_case(**{**common, "label_error": False, "predicted": "a", "p_predicted": 0.5},
+                                    neighbour_classes=[])
     assert kind == "doubtful" and "runner-up c" in reading
+
+
+def test_label_error_rule_needs_the_model_the_flag_and_the_neighbours():
+    probabilities = np.array([[0.97, 0.02, 0.01], [0.97, 0.02, 0.01], [0.5, 0.45, 0.05], [0.97, 0.02, 0.01]])
+    labels = np.array([1, 1, 1, 0])
+    flags = np.array([False, False, False, False])  # p_given 0.02 < 0.05 makes cells 0 and 1 implausible
+    neighbours = np.array([[0] * 6 + [1] * 4, [1] * 6 + [0] * 4, [0] * 10, [0] * 10])
+    assert S.label_error_readings(labels, probabilities, neighbours, flags).tolist() == [True, False, False, False]
+    # without a gallery, cleanlab's flag alone decides
+    no_neighbours = np.zeros((4, 0), int)
+    assert S.label_error_readings(labels, probabilities, no_neighbours, flags).tolist() == [False] * 4
+    assert S.label_error_readings(labels, probabilities, no_neighbours, np.array([1, 0, 1, 0], bool)).tolist() == \
+        [True, False, True, False]
 
 
 def test_neighbours_in_class_are_the_most_similar_cells_of_that_class(demo_bundle):
@@ -185,6 +201,58 @@ def test_saved_audit_has_report_csvs_and_settings(planted_audit, tmp_path):
     assert summary["settings"]["method_options"] == FAST
     assert {p.name for p in written["figures"].iterdir()} >= {"confusion_matrix.png", "map.png", "signals.png"}
     assert len(list(written["images"].glob("0001_*.png"))) >= 5
+    check = summary["readings"]["label_error"]
+    assert check == pytest.approx(planted_audit.readings["label_error"])
+    assert f"estimated precision {check['precision']:.2f}" in page
+
+
+def _neighbour_labels(bundle, cells, k=10):
+    from xcyto.embedding import embed_cells, load_gallery
+
+    embeddings = embed_cells(bundle, cells.samples)
+    found = load_gallery(bundle).lookup(torch.from_numpy(embeddings), k=k).neighbours
+    return np.array([[neighbour.label for neighbour in row] for row in found])
+
+
+@pytest.fixture(scope="module")
+def weak_bundle(tmp_path_factory):
+    """A small CNN trained for two short epochs: right on about half the synthetic cells."""
+    from tests.tiny import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("weak"), epochs=2)
+
+
+@pytest.mark.parametrize("model", ["good", "weak"])
+def test_planted_flip_estimate_of_precision_matches_the_truth(model, demo_bundle, weak_bundle):
+    """The audit's estimate (its own flips, drawn from the confusion matrix) against the real
+    precision of "likely label error" when 5 % of clean cells get a wrong label (flips drawn
+    uniformly, other seeds): close for a good and for a weak model, and low for the weak one."""
+    bundle = demo_bundle if model == "good" else weak_bundle
+    size = bundle.config["training"]["synthetic_size"]
+    cells = load_dataset(f"synthetic:n=300,size={size},seed=21")
+    result = audit(bundle, cells, max_cases=0, map_method=None)
+    estimate = result.readings["label_error"]
+    labels, neighbours = np.asarray(cells.labels), _neighbour_labels(bundle, cells)
+    precisions, recalls = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        planted = rng.choice(len(labels), 15, replace=False)
+        given = labels.copy()
+        given[planted] = (labels[planted] + rng.integers(1, len(cells.classes), len(planted))) % len(cells.classes)
+        _, flags, _ = S.label_issue_scores(given, result.probabilities)
+        read = S.label_error_readings(given, result.probabilities, neighbours, flags)
+        precisions.append(read[planted].sum() / max(read.sum(), 1))
+        recalls.append(read[planted].mean())
+    assert estimate["precision"] == pytest.approx(np.mean(precisions), abs=0.2)
+    assert estimate["recall"] == pytest.approx(np.mean(recalls), abs=0.2)
+    if model == "good":
+        assert estimate["precision"] > 0.9
+    else:
+        assert result.metrics["accuracy"] < 0.75 and estimate["precision"] < S.MIN_READING_PRECISION
+        disagreeing = audit(bundle, cells, methods="gradcam", map_method=None, confidence=0.0)
+        assert not any(case.kind == "label_error" for case in disagreeing.cases)
+        assert {case.cell_id for case in disagreeing.cases if case.kind == "disagreement"} == \
+            {cells.cell_ids[i] for i in np.flatnonzero(disagreeing.label_errors)}
 
 
 def test_audit_refuses_data_with_other_classes(demo_bundle):

@@ -3,7 +3,7 @@
 Layout (in the spirit of MONAI bundles)::
 
     bundle/
-      bundle.json          architecture, classes, input size, normalisation, temperature,
+      bundle.json          architecture, classes, input size, normalisation, calibration,
                            training settings, data source and split hash, metrics
       model.safetensors    weights (safe to load: no pickle)
       gallery/             embeddings and thumbnails of the training cells (optional)
@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from xcyto import __version__
 from xcyto.atomic import atomic_dir, write_json_atomic
+from xcyto.calibration import Calibration
 from xcyto.errors import BundleError, ModelError
 from xcyto.models import CellClassifier, create, get_spec
 
@@ -73,8 +74,13 @@ class Bundle:
         return int(self.config["input_size"])
 
     @property
+    def calibration(self) -> Calibration:
+        """How logits become probabilities (``none``, ``temperature`` or ``vector`` scaling)."""
+        return Calibration.from_config(self.config)
+
+    @property
     def temperature(self) -> float:
-        return float(self.config.get("temperature", 1.0))
+        return self.calibration.temperature
 
     @property
     def device(self) -> torch.device:
@@ -121,8 +127,8 @@ class Bundle:
         return torch.cat([self.model(chunk) for chunk in batch.split(batch_size)])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature-calibrated class probabilities."""
-        return torch.softmax(logits.float() / self.temperature, dim=-1)
+        """Calibrated class probabilities (see :attr:`calibration`)."""
+        return self.calibration.probabilities(logits)
 
     def to(self, device) -> "Bundle":
         self.model.to(device)

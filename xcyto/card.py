@@ -83,11 +83,11 @@ def _model_section(bundle: Bundle) -> str:
     rows = [("parameters", f"{parameters / 1e6:.2f} M"), ("weights sha256", f"`{bundle.sha256}`"),
             ("input", f"{bundle.input_size} px RGB")]
     if getattr(bundle, "is_ensemble", False):
-        rows.append(("combination", "weighted mean of the members' temperature-calibrated probabilities; weights "
+        rows.append(("combination", "weighted mean of the members' calibrated probabilities; weights "
                      + (f"fitted on {config['weights_fitted_on']}" if config.get("weights_fitted_on") else "as given")))
         lines = ["## Model", "", _table(["", ""], rows), "", "Members:", "",
-                 _table(["member", "architecture", "input", "temperature", "weight", "test accuracy", "test macro-F1"],
-                        [(f"`{name}`", m.architecture, f"{m.input_size} px", f"{m.temperature:.2f}", f"{w:.3f}",
+                 _table(["member", "architecture", "input", "calibration", "weight", "test accuracy", "test macro-F1"],
+                        [(f"`{name}`", m.architecture, f"{m.input_size} px", m.calibration.method, f"{w:.3f}",
                           _number(_recorded(m).get("accuracy")), _number(_recorded(m).get("macro_f1")))
                          for name, m, w in zip(bundle.member_names, bundle.members, bundle.weights)])]
         return "\n".join(lines)
@@ -102,7 +102,7 @@ def _model_section(bundle: Bundle) -> str:
     rows[-1] = ("input", f"{bundle.input_size} px RGB, {'padded to square' if config.get('pad_to_square', True) else 'stretched'}, "
                 f"preprocessing {config.get('preprocessing', 'none')}, mean {_triple(config.get('mean'))}, "
                 f"std {_triple(config.get('std'))}")
-    rows.append(("calibration", f"temperature {bundle.temperature:.3f}, fitted on the validation cells"))
+    rows.append(("calibration", bundle.calibration.describe()))
     if training:
         rows.append(("training", f"{training.get('epochs')} epochs max (patience {training.get('patience')}), batch "
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
@@ -157,10 +157,10 @@ def _performance_section(bundle: Bundle, metrics: dict | None, evaluated: str | 
     if getattr(bundle, "is_ensemble", False):
         lines.append(f"Expected calibration error (15 bins) of the ensemble's probabilities: {_number(ece)}.")
     else:
-        lines.append(f"Expected calibration error (15 bins): {_number(ece)} before and {_number(calibrated)} after "
-                     f"temperature scaling (T = {bundle.temperature:.3f}).")
+        lines.append(f"Expected calibration error (15 bins) on the test cells: {_number(ece)} before and "
+                     f"{_number(calibrated)} after calibration. Applied: {bundle.calibration.describe()}.")
         if ece is not None and calibrated is not None and calibrated > ece:
-            lines.append("Temperature scaling fitted on the validation cells did not lower the test ECE here; "
+            lines.append("The calibration chosen on the validation cells did not lower the test ECE here; "
                          "treat the probabilities as rough.")
     return "\n".join(lines)
 

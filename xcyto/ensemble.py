@@ -10,7 +10,7 @@ Layout::
       split.csv          the members' split, when they all share one
 
 The ensemble's probability of class ``c`` is ``sum_i w_i * softmax(z_i / T_i)[c]``: each
-member with its own preprocessing, input size and temperature, weights summing to one
+member with its own preprocessing, input size and calibration, weights summing to one
 (equal, given, or fitted on validation cells by :func:`fit_weights`).
 ``predict_logits`` returns the log of that mixture and the temperature is 1, so
 ``bundle.probabilities(bundle.predict_logits(batch))`` is the mixture itself and every
@@ -49,17 +49,20 @@ class EnsembleModule(nn.Module):
 
     Like a :class:`~xcyto.models.CellClassifier` it splits into ``forward_embedding`` (the
     members' pooled features, concatenated: the ensemble's embedding space) and
-    ``forward_head`` (each member's head on its part, temperature, weighted mixture, log).
+    ``forward_head`` (each member's head on its part, its calibration, weighted mixture, log).
     """
 
-    def __init__(self, models: list[nn.Module], input_sizes: list[int], temperatures: list[float],
+    def __init__(self, models: list[nn.Module], input_sizes: list[int], calibrations: list,
                  weights: np.ndarray) -> None:
         super().__init__()
         self.members = nn.ModuleList(models)
         self.input_sizes = [int(size) for size in input_sizes]
         self.embedding_dims = [int(model.embedding_dim) for model in models]
         self.embedding_dim = sum(self.embedding_dims)
-        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        # each member's calibration as an affine map of its logits: z * scale + bias
+        vectors = [calibration.vectors(model.num_classes) for calibration, model in zip(calibrations, models)]
+        self.register_buffer("scales", torch.tensor(np.stack([scale for scale, _ in vectors])))
+        self.register_buffer("biases", torch.tensor(np.stack([bias for _, bias in vectors])))
         self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32))
 
     def forward_embedding(self, packed: torch.Tensor) -> torch.Tensor:
@@ -74,7 +77,8 @@ class EnsembleModule(nn.Module):
     def member_probabilities(self, embedding: torch.Tensor) -> torch.Tensor:
         """``(M, B, C)``: each member's calibrated probabilities from its part of the embedding."""
         parts = embedding.split(self.embedding_dims, dim=1)
-        return torch.stack([torch.softmax(model.forward_head(part).float() / self.temperatures[index], dim=-1)
+        return torch.stack([torch.softmax(model.forward_head(part).float() * self.scales[index] + self.biases[index],
+                                          dim=-1)
                             for index, (model, part) in enumerate(zip(self.members, parts))])
 
     def forward_head(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -128,7 +132,7 @@ class EnsembleBundle(Bundle):
 
     @property
     def temperature(self) -> float:
-        return 1.0  # the members' temperatures are applied inside the mixture
+        return 1.0  # the members' calibrations are applied inside the mixture
 
     @property
     def member_names(self) -> list[str]:
@@ -220,7 +224,8 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
         "temperature": 1.0,
         "members": [{"name": member_name, "path": f"{MEMBERS_DIR}/{member_name}", "architecture": member.architecture,
                      "weights_sha256": member.sha256, "input_size": member.input_size,
-                     "temperature": member.temperature, "weight": float(weight)}
+                     "temperature": member.temperature, "calibration": member.calibration.method,
+                     "weight": float(weight)}
                     for member_name, member, weight in zip(names, members, weights)],
         "weights_fitted_on": None,
         "data": _shared_data(members),
@@ -229,7 +234,7 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
     }
     module = EnsembleModule([member.model.to(device) for member in members],
                             [member.input_size for member in members],
-                            [member.temperature for member in members], weights).to(device)
+                            [member.calibration for member in members], weights).to(device)
     return EnsembleBundle(model=module, config=config, members=members, _weights_sha256=config["weights_sha256"])
 
 
@@ -321,9 +326,8 @@ def fit_weights(member_probabilities: np.ndarray, labels: np.ndarray) -> np.ndar
 def member_probabilities_on(ensemble: EnsembleBundle, samples) -> np.ndarray:
     """``(M, N, C)`` calibrated probabilities of each member on cells, each with its own transform."""
     from xcyto.training.evaluate import bundle_logits
-    from xcyto.training.metrics import softmax
 
-    return np.stack([softmax(bundle_logits(member, samples), member.temperature) for member in ensemble.members])
+    return np.stack([member.calibration.probabilities(bundle_logits(member, samples)) for member in ensemble.members])
 
 
 def ensemble_command(bundles, out, weights=None, fit: bool = False, data=None, scheme=None) -> EnsembleBundle:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from xcyto.atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
-from xcyto.audit.scores import KINDS, WEIGHTS
+from xcyto.audit.scores import KINDS, MIN_READING_PRECISION, WEIGHTS
 from xcyto.explain.render import png_bytes
 
 TEMPLATE = "report.html.j2"
@@ -156,9 +156,24 @@ def render_html(result, title: str | None = None, images: dict[str, bytes] | Non
         binary=metrics.get("binary"), errors=int((result.predictions != result.labels).sum()),
         kinds=[{"kind": kind, "label": KINDS[kind], "count": count} for kind, count in result.kind_counts().items()],
         figures={name: data_uri(png) for name, png in figures.items()},
-        pairs=pairs, all_pairs=all_pairs,
+        pairs=pairs, all_pairs=all_pairs, reading_checks=reading_checks(result),
         cases=[_case_view(case, settings["methods"], images) for case in result.cases],
         weights=WEIGHTS)
+
+
+def reading_checks(result) -> list[str]:
+    """One sentence per reading whose reliability was measured on planted label flips."""
+    lines = []
+    check = result.readings.get("label_error")
+    if check:
+        precision = check["precision"]
+        said = ("said as is" if precision >= MIN_READING_PRECISION else
+                f"below {MIN_READING_PRECISION:.0%}, so these cells are read \"model and label disagree\" instead")
+        lines.append(f"\"Likely label error\": estimated precision {precision:.2f}, recall {check['recall']:.2f} at this "
+                     f"model's accuracy ({check['model_accuracy']:.2f}), measured by flipping "
+                     f"{check['planted_rate']:.0%} of the labels ({check['planted_cells']} cells, {check['repeats']} "
+                     f"draws) and rescoring; {said}.")
+    return lines
 
 
 def _settings_text(settings: dict) -> str:
@@ -179,7 +194,7 @@ def write_audit(result, out, title: str | None = None) -> dict[str, Path]:
         write_csv_atomic(staging / "cells.csv", cell_rows(result))
         summary = {"settings": result.settings, "metrics": result.metrics,
                    "confused_pairs": result.confused_pairs(),
-                   "cases": len(result.cases), "kinds": result.kind_counts(),
+                   "cases": len(result.cases), "kinds": result.kind_counts(), "readings": result.readings,
                    "class_thresholds": dict(zip(result.classes, np.nan_to_num(result.class_thresholds).tolist()))
                    if result.class_thresholds is not None else None}
         write_json_atomic(staging / "audit.json", summary)

@@ -76,6 +76,10 @@ class AuditResult:
     Per-cell arrays are aligned with ``cell_ids``; ``signals[name]`` holds each signal
     of ``xcyto.audit.scores`` (``method_disagreement`` is nan for cells not explained).
     ``map_coords`` ``(N, 2)``: the cells on the gallery's 2-D map (``None`` without one).
+    ``readings[kind]``: how often that reading is right here, measured on planted label flips
+    (:func:`xcyto.audit.scores.estimate_reading_precision`); ``label_errors``: the cells that
+    pass the "likely label error" rule (read so, or "model and label disagree" when the
+    estimate is low).
     """
 
     classes: list[str]
@@ -91,6 +95,8 @@ class AuditResult:
     map_coords: np.ndarray | None = None
     map_background: tuple[np.ndarray, np.ndarray] | None = None
     class_thresholds: np.ndarray | None = None
+    readings: dict = field(default_factory=dict)
+    label_errors: np.ndarray | None = None
 
     @property
     def predictions(self) -> np.ndarray:
@@ -150,13 +156,15 @@ class AuditResult:
 
 def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAULT_CONFIDENCE, k: int = DEFAULT_K,
           max_cases: int | None = None, map_method: str | None = "umap", batch_size: int = 64,
-          progress: bool = False, data_note: str | None = None, **method_options) -> AuditResult:
+          progress: bool = False, data_note: str | None = None, seed: int = 0, **method_options) -> AuditResult:
     """Audit ``bundle`` (a Bundle or folder) on ``dataset`` (a CellDataset with the bundle's classes).
 
     ``confidence``: correct calls below this calibrated probability are cases too.
     ``k``: neighbours voting in ``neighbour_disagreement``. ``max_cases``: explain only the
     top cases by the other signals (default: all). ``map_method``: ``"umap"``, ``"pca"`` or
-    ``None`` for the map of the summary. ``method_options``: e.g. ``steps=16`` for IG.
+    ``None`` for the map of the summary. ``seed``: of the planted label flips that measure how
+    often "likely label error" is right here (``result.readings``). ``method_options``: e.g.
+    ``steps=16`` for IG.
     """
     from xcyto.embedding import embed_cells
     from xcyto.explain.api import gallery_for, resolve_bundle
@@ -216,6 +224,9 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     signals["suspicion"] = S.suspicion({**signals, "method_disagreement": np.nan_to_num(signals["method_disagreement"])})
 
     classes = bundle.classes
+    label_errors = S.label_error_readings(labels, probabilities, neighbour_labels, label_flags)
+    readings = {"label_error": S.estimate_reading_precision(labels, probabilities, neighbour_labels, seed=seed)}
+    reading_precision = readings["label_error"]["precision"]
     built = []
     for index, parts in zip(chosen.tolist(), cases):
         neighbour_classes = [classes[label] for label in neighbour_labels[index]]
@@ -223,7 +234,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         kind, reading = S.classify_case(
             given=given, predicted=predicted, runner_up=classes[runner_up[index]],
             p_given=float(probabilities[index, labels[index]]), p_predicted=float(probabilities[index].max()),
-            label_flag=bool(label_flags[index]), atypical=bool(atypical[index]), neighbour_classes=neighbour_classes)
+            label_error=bool(label_errors[index]), atypical=bool(atypical[index]),
+            neighbour_classes=neighbour_classes, reading_precision=reading_precision)
         sample = dataset.samples[index]
         built.append(Case(
             index=index, cell_id=sample.cell_id, source=str(sample.path or ""), given=given, predicted=predicted,
@@ -237,14 +249,14 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     if gallery is not None and built:
         _attach_neighbours(gallery, embeddings, built, classes)
 
-    metrics = classification_metrics(logits, labels, classes, bundle.temperature)
+    metrics = classification_metrics(logits, labels, classes, bundle.calibration)
     map_coords, background = _map(gallery, embeddings, map_method)
     settings = {
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
-        "input_size": bundle.input_size, "temperature": bundle.temperature, "data": data_note or dataset.name,
+        "input_size": bundle.input_size, "calibration": bundle.calibration.method, "temperature": bundle.temperature, "data": data_note or dataset.name,
         "cells": n, "methods": methods, "method_options": dict(method_options), "confidence": confidence,
-        "k": k, "max_cases": max_cases, "map": None if map_coords is None else map_method,
+        "k": k, "max_cases": max_cases, "seed": seed, "map": None if map_coords is None else map_method,
         "gallery": None if gallery is None else str(gallery.path), "weights": S.WEIGHTS,
         "xcyto_version": __version__, "cleanlab_version": _version("cleanlab"),
         "seconds": round(time.perf_counter() - started, 2),
@@ -255,7 +267,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     return AuditResult(classes=classes, cell_ids=dataset.cell_ids, labels=labels, probabilities=probabilities,
                        signals=signals, label_issue_flags=label_flags, atypical=atypical, cases=built,
                        metrics=metrics, settings=settings, map_coords=map_coords, map_background=background,
-                       class_thresholds=thresholds)
+                       class_thresholds=thresholds, readings=readings, label_errors=label_errors)
 
 
 def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress) -> list[dict]:

@@ -35,10 +35,19 @@ ATYPICALITY_ONSET = 90.0
 
 KINDS = {
     "label_error": "likely label error",
+    "disagreement": "model and label disagree",
     "atypical": "atypical cell",
     "confusion": "confusion between similar classes",
     "doubtful": "correct but doubtful",
 }
+#: "likely label error" is only said when planted flips show it right at least this often;
+#: below, the same cells are read "model and label disagree".
+MIN_READING_PRECISION = 0.5
+#: Share of the audited cells whose label the precision estimate flips, and how many times.
+PLANTED_RATE = 0.05
+PLANTED_REPEATS = 20
+#: The given label counts as implausible below this calibrated probability.
+IMPLAUSIBLE_P = 0.05
 
 
 def label_issue_scores(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,16 +110,84 @@ def suspicion(signals: dict[str, np.ndarray]) -> np.ndarray:
     return sum(weight * np.asarray(signals[name], dtype=float) for name, weight in WEIGHTS.items())
 
 
+def label_error_readings(labels: np.ndarray, probabilities: np.ndarray, neighbour_labels: np.ndarray,
+                         label_flags: np.ndarray) -> np.ndarray:
+    """Which cells the audit reads as "likely label error": the model calls another class,
+    confident learning flags the label (or it is below ``IMPLAUSIBLE_P``), and most of the
+    cell's nearest training cells share the model's call (cleanlab's flag alone without a gallery)."""
+    labels = np.asarray(labels)
+    predictions = np.asarray(probabilities).argmax(axis=1)
+    p_given = np.asarray(probabilities)[np.arange(len(labels)), labels]
+    implausible = np.asarray(label_flags, bool) | (p_given < IMPLAUSIBLE_P)
+    neighbour_labels = np.asarray(neighbour_labels).reshape(len(labels), -1)
+    k = neighbour_labels.shape[1]
+    if k:
+        backed = (neighbour_labels == predictions[:, None]).sum(axis=1) > k / 2
+    else:
+        backed = np.asarray(label_flags, bool)
+    return (predictions != labels) & implausible & backed
+
+
+def estimate_reading_precision(labels: np.ndarray, probabilities: np.ndarray, neighbour_labels: np.ndarray,
+                               rate: float = PLANTED_RATE, repeats: int = PLANTED_REPEATS, seed: int = 0) -> dict:
+    """How often "likely label error" is right on *these* cells with *this* model.
+
+    Flips the labels of ``rate`` of the cells (each to a class drawn as the model's confusion
+    matrix suggests: a flip ``y -> j`` is as likely as the model calling a ``y`` cell ``j``, plus
+    one pseudo-count), reruns the scoring (confident learning and the reading rule; no
+    explaining), and counts how many cells read "likely label error" were flipped
+    (precision) and how many flipped cells were found (recall), over ``repeats`` draws.
+    Cells read so without a flip count against precision even if their original label is
+    wrong, so the estimate leans low.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    n, n_classes = probabilities.shape
+    planted_count = max(1, int(round(rate * n)))
+    predictions = probabilities.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes))
+    np.add.at(confusion, (labels, predictions), 1.0)
+    np.fill_diagonal(confusion, 0.0)
+    flip_to = (confusion + 1.0) * (1 - np.eye(n_classes))
+    flip_to /= flip_to.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    true_positive = read = 0
+    recalls = []
+    for _ in range(repeats):
+        planted = rng.choice(n, size=min(planted_count, n), replace=False)
+        given = labels.copy()
+        given[planted] = [rng.choice(n_classes, p=flip_to[labels[i]]) for i in planted]
+        _, flags, _ = label_issue_scores(given, probabilities)
+        readings = label_error_readings(given, probabilities, neighbour_labels, flags)
+        found = int(readings[planted].sum())
+        true_positive += found
+        read += int(readings.sum())
+        recalls.append(found / len(planted))
+    return {"precision": true_positive / read if read else float("nan"), "recall": float(np.mean(recalls)),
+            "planted_rate": rate, "planted_cells": int(planted_count), "repeats": int(repeats),
+            "readings_per_draw": read / repeats, "model_accuracy": float((predictions == labels).mean())}
+
+
 def classify_case(*, given: str, predicted: str, runner_up: str, p_given: float, p_predicted: float,
-                  label_flag: bool, atypical: bool, neighbour_classes: list[str]) -> tuple[str, str]:
-    """``(kind, reading)``: which of ``KINDS`` the case is, and one line saying why."""
+                  label_error: bool, atypical: bool, neighbour_classes: list[str],
+                  reading_precision: float | None = None) -> tuple[str, str]:
+    """``(kind, reading)``: which of ``KINDS`` the case is, and one line saying why.
+
+    ``label_error``: the cell passes :func:`label_error_readings`. It is read "likely label
+    error" only when ``reading_precision`` (from :func:`estimate_reading_precision`) is at
+    least ``MIN_READING_PRECISION``; otherwise "model and label disagree", with the estimate.
+    """
     k = len(neighbour_classes)
     like_predicted = sum(name == predicted for name in neighbour_classes)
     like_given = sum(name == given for name in neighbour_classes)
-    if predicted != given and (label_flag or p_given < 0.05) and (like_predicted > k / 2 if k else label_flag):
+    if label_error:
         neighbours = f" and {like_predicted} of its {k} nearest training cells" if k else ""
-        return "label_error", (f"likely label error: the model ({p_predicted:.0%}){neighbours} say "
-                               f"{predicted}, not {given}")
+        evidence = f"the model ({p_predicted:.0%}){neighbours} say {predicted}, not {given}"
+        if reading_precision is not None and not reading_precision >= MIN_READING_PRECISION:
+            return "disagreement", (f"model and label disagree: {evidence}; with this model a 'likely label error' "
+                                    f"would be right about {reading_precision:.0%} of the time (planted flips)")
+        estimate = "" if reading_precision is None else f" (right {reading_precision:.0%} of the time on planted flips)"
+        return "label_error", f"likely label error{estimate}: {evidence}"
     if atypical:
         return "atypical", ("atypical cell: unlike the training cells, so neither the label nor the "
                             f"prediction ({predicted}, {p_predicted:.0%}) can be leaned on")

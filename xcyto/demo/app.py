@@ -411,7 +411,7 @@ def _about(demo: Demo) -> str:
     methods = ", ".join(f"`{m}` ({views.method_title(m)})" for m in demo.methods)
     return f"""
 ### What the page shows
-- **Prediction**: the class with the highest temperature-calibrated probability (temperature {bundle.temperature:.2f}).
+- **Prediction**: the class with the highest calibrated probability. Calibration: {bundle.calibration.describe()}.
 - **Heatmaps**: each method's map of the evidence for the explained class, scaled per map to its 99th percentile
   (`max(raw, 0) / p99(|raw|)`), over the cell as the model saw it (padded to a square, {bundle.input_size} px).
   Bright = more evidence. Methods in the registry: {methods}.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from xcyto.calibration import Calibration
 from xcyto.errors import ExplainError
 from xcyto.explain.context import Context, evaluating
 
@@ -58,15 +59,17 @@ def pixel_ranks(maps: torch.Tensor, block: int = 1) -> torch.Tensor:
 
 def deletion_insertion(model, batch: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, steps: int = 20,
                        deletion_baseline="background", insertion_baseline="background", mean=(0.0, 0.0, 0.0),
-                       std=(1.0, 1.0, 1.0), temperature: float = 1.0, memory_mb: float | None = None,
+                       std=(1.0, 1.0, 1.0), calibration: Calibration | None = None, memory_mb: float | None = None,
                        block: int | None = None, context: Context | None = None) -> PerturbationCurves:
     """Deletion and insertion curves of ``maps`` ``(B, H, W)`` for ``batch`` ``(B, 3, H, W)``.
 
     ``steps``: the curves have ``steps + 1`` points (0 %, 1/steps, ..., 100 % of pixels).
     ``block``: side of the squares removed together (default ``round(side / 16)``; 1: pixels).
     Baselines as in :meth:`xcyto.explain.context.Context.baseline`. All perturbed
-    images run in inference mode, in chunks sized to the memory budget.
+    images run in inference mode, in chunks sized to the memory budget. The curves follow
+    the ``calibration``'s probability of the target (default: plain softmax).
     """
+    calibration = calibration or Calibration()
     if steps < 1:
         raise ExplainError(f"deletion/insertion needs steps >= 1, got {steps}")
     if maps.shape != (batch.shape[0], *batch.shape[-2:]):
@@ -95,7 +98,7 @@ def deletion_insertion(model, batch: torch.Tensor, maps: torch.Tensor, targets: 
                 deleted = torch.where(chosen, removed[images], batch[images])
                 inserted = torch.where(chosen, batch[images], start[images])
                 inputs = torch.where(insertion.view(-1, 1, 1, 1), inserted, deleted)
-                probabilities = torch.softmax(model(inputs).float() / temperature, dim=1)
+                probabilities = calibration.probabilities(model(inputs))
                 scores[first:first + len(rows)] = probabilities.gather(1, targets[images].view(-1, 1)).squeeze(1)
         context.restore()
     curves = scores.view(2, steps + 1, batch_size).permute(0, 2, 1)

@@ -242,7 +242,7 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
         for name in names:
             raw = result.raw[name]
             curves = deletion_insertion(model, batch, raw, result.targets, steps=steps, mean=mean, std=std,
-                                        temperature=bundle.temperature, context=perturbing)
+                                        calibration=bundle.calibration, context=perturbing)
             fractions = curves.fractions.cpu().tolist()
             add(name, "deletion_auc", curves.deletion_auc)
             add(name, "insertion_auc", curves.insertion_auc)

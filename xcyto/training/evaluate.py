@@ -51,7 +51,7 @@ def evaluate_bundle(bundle: Bundle, dataset) -> dict:
         raise DataError(f"the data's classes {dataset.classes} differ from the bundle's {bundle.classes}; "
                         f"check --scheme")
     logits = bundle_logits(bundle, dataset.samples)
-    return classification_metrics(logits, dataset.labels, bundle.classes, bundle.temperature)
+    return classification_metrics(logits, dataset.labels, bundle.classes, bundle.calibration)
 
 
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> dict:

@@ -36,7 +36,8 @@ from xcyto.training.checkpoint import load_checkpoint, save_atomic
 from xcyto.training.config import TrainConfig
 from xcyto.training.data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
-from xcyto.training.metrics import classification_metrics, fit_temperature, headline_metrics, macro_f1
+from xcyto.calibration import choose_calibration
+from xcyto.training.metrics import classification_metrics, headline_metrics, macro_f1
 
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "best.safetensors"
@@ -212,17 +213,17 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
 
 
 def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype, context) -> TrainResult:
-    """Best weights -> temperature on validation -> test metrics, figures and bundle."""
+    """Best weights -> calibration chosen on validation -> test metrics, figures and bundle."""
     if (run_dir / BEST_WEIGHTS).is_file():
         model.load_state_dict(load_file(run_dir / BEST_WEIGHTS, device=str(device)))
     val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
-    temperature = fit_temperature(val_logits, val_labels)
+    calibration = choose_calibration(val_logits, val_labels, seed=config.seed)
     evaluated = data.test_loader(device) or data.val_loader(device)
     test_logits, test_labels = predict_logits(model, evaluated, device, autocast_dtype)
     metrics = {
         "evaluated_on": "test" if data.test_loader(device) else "val",
-        "test": classification_metrics(test_logits, test_labels, data.classes, temperature),
-        "val": classification_metrics(val_logits, val_labels, data.classes, temperature),
+        "test": classification_metrics(test_logits, test_labels, data.classes, calibration),
+        "val": classification_metrics(val_logits, val_labels, data.classes, calibration),
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_seconds": float(sum(len(data.train_indices) / max(e["images_per_second"], 1e-9) for e in state["history"])),
@@ -241,7 +242,8 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "std": list(spec.std),
         "pad_to_square": config.pad_to_square,
         "preprocessing": config.preprocessing,
-        "temperature": temperature,
+        "temperature": calibration.temperature,
+        "calibration": calibration.to_dict(),
         "cam_layer": spec.cam_layer,
         "embedding_layer": spec.embedding_layer,
         "training": config.to_dict(),
@@ -261,7 +263,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
             _build_gallery(bundle, data)
         test = metrics["test"]
         print(f"{metrics['evaluated_on']}: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
-              f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} (T={temperature:.2f}); bundle: {run_dir / 'bundle'}")
+              f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} ({calibration.method}); bundle: {run_dir / 'bundle'}")
     context.barrier()
     return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=state["history"])
 

@@ -1,61 +1,24 @@
-"""Classifier metrics and calibration: accuracy, macro scores, ECE, temperature scaling."""
+"""Classifier metrics: accuracy, macro scores, ECE, normal/abnormal sensitivity and specificity."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
+from xcyto.calibration import Calibration, expected_calibration_error
 from xcyto.data.schemes import abnormal_flags
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
     return float(f1_score(labels, predictions, labels=range(num_classes), average="macro", zero_division=0))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins (Guo et al. 2017)."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    bin_index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = bin_index == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising validation NLL (one parameter, LBFGS on log T)."""
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    labels_t = torch.as_tensor(labels, dtype=torch.long)
-    log_temperature = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature], lr=0.1, max_iter=200)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits_t / log_temperature.exp(), labels_t)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    temperature = float(log_temperature.exp().item())
-    return float(np.clip(temperature, 0.05, 20.0))
-
-
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str], temperature: float = 1.0) -> dict:
-    """Accuracy, macro precision/recall/F1, per-class report, ECE (raw and calibrated),
-    confusion matrix and, where the classes allow, normal/abnormal metrics."""
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
+                           calibration: Calibration | None = None) -> dict:
+    """Accuracy, macro precision/recall/F1, per-class report, ECE (raw and after
+    ``calibration``), confusion matrix and, where the classes allow, normal/abnormal metrics."""
+    calibration = calibration or Calibration()
     labels = np.asarray(labels)
-    predictions = logits.argmax(axis=1)
+    predictions = calibration.apply(logits).argmax(axis=1)  # vector scaling can move the argmax
     report = classification_report(
         labels, predictions, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
     )
@@ -66,9 +29,10 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
         "macro_recall": float(report["macro avg"]["recall"]),
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in classes},
-        "ece": expected_calibration_error(softmax(logits), labels),
-        "ece_calibrated": expected_calibration_error(softmax(logits, temperature), labels),
-        "temperature": float(temperature),
+        "ece": expected_calibration_error(Calibration().probabilities(logits), labels),
+        "ece_calibrated": expected_calibration_error(calibration.probabilities(logits), labels),
+        "calibration": calibration.method,
+        "temperature": float(calibration.temperature),
         "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(len(classes)))).tolist(),
     }
     flags = abnormal_flags(classes)
