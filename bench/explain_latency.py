@@ -132,13 +132,13 @@ def bench_model(name: str, args, device) -> list[dict]:
                        if k in get_method(method).options}
             floor, floor_label = floor_function(model, batch, method_name, {**options, "steps": args.steps})
             ours, floor_seconds = timed_together(
-                [lambda: explain_batch(model, batch, [method_name], targets=0, layer=spec.cam_layer,
+                [lambda: explain_batch(model, batch, [method_name], targets=0, layer=spec.cam_layer(args.size),
                                        normalise=None, options=options), floor], device, args.repeats)
             # one image at a time costs the same per cell at any batch size: time it on a few cells once
             key = (name, method_name)
             if key not in naive_ms and not args.no_naive:
                 few = batch[: min(2, batch_size)]
-                naive = naive_function(model, few, method_name, {"steps": args.steps}, spec.cam_layer)
+                naive = naive_function(model, few, method_name, {"steps": args.steps}, spec.cam_layer(args.size))
                 naive_ms[key] = timed(naive, device, 1) / few.shape[0] * 1000 if naive else float("nan")
             rows.append({"model": name, "method": method_name, "batch": batch_size,
                          "ours": ours / batch_size * 1000, "floor": floor_seconds / batch_size * 1000,

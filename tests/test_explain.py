@@ -50,10 +50,12 @@ def test_one_cell_gives_prediction_maps_and_settings(bundle, one):
         assert heatmap.scale > 0
     assert one.heatmap("ig") is one.heatmaps["integrated_gradients"]
     assert one.heatmaps["integrated_gradients"].settings == {
-        "steps": 4, "baseline": "background", "approximation": "gausslegendre", "internal_batch_size": None}
-    assert one.heatmaps["gradcam"].settings == {"layer": "backbone"}
+        "steps": 4, "tolerance": 0.05, "max_steps": 257, "baseline": "background", "approximation": "gausslegendre",
+        "internal_batch_size": None}
+    assert one.heatmaps["gradcam"].settings == {"layer": "backbone.block2"}  # 48 px: the 6 x 6 last map is too coarse
     assert set(one.heatmaps["integrated_gradients"].info) == {"completeness_gap", "output_difference",
-                                                              "completeness_relative"}
+                                                              "completeness_relative", "steps", "converged"}
+    assert one.heatmaps["integrated_gradients"].info["steps"] == 4
     assert one.settings["bundle_sha256"] == bundle.sha256
     assert one.settings["bundle_name"] == "untrained-small-cnn"
     assert one.settings["xcyto_version"] == xcyto.__version__

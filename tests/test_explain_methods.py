@@ -277,7 +277,7 @@ def test_names_options_and_inputs_are_checked(small_cnn, images):
         get_method("gradcma")
     with pytest.raises(ExplainError, match="stepz"):
         explain_batch(small_cnn, images, ["ig"], options={"stepz": 3})
-    with pytest.raises(ExplainError, match="steps >= 1"):
+    with pytest.raises(ExplainError, match="whole number >= 1, got 0"):
         explain_batch(small_cnn, images, ["ig"], options={"steps": 0})
     nan = images.clone()
     nan[0, 0, 0, 0] = float("nan")
@@ -297,3 +297,90 @@ def test_works_inside_inference_mode(small_cnn, images):
         inside = explain_batch(small_cnn, images.clone(), ["gradcam", "ig"], options={"steps": 4})
     for name in expected.raw:
         torch.testing.assert_close(inside.raw[name], expected.raw[name])
+
+
+# -- integrated gradients with steps="auto" -------------------------------------------------------
+def _ig_info(result):
+    return {key: value.cpu() for key, value in result.info["integrated_gradients"].items()}
+
+
+@pytest.mark.parametrize("options", [{"tolerance": 0.5}, {"tolerance": 1e-6, "max_steps": 65}])
+def test_auto_steps_equal_captums_trapezoid_rule_at_the_points_reached(small_cnn, images, options):
+    result = explain_batch(small_cnn, images, ["ig"], options={"steps": "auto", "baseline": "black", **options})
+    info = _ig_info(result)
+    for index, points in enumerate(info["steps"].int().tolist()):
+        theirs = IntegratedGradients(small_cnn).attribute(
+            images[index:index + 1], baselines=torch.zeros_like(images[:1]), target=result.targets[index:index + 1],
+            n_steps=points, method="riemann_trapezoid")
+        # captum's trapezoid puts its points 1/(n-1) apart but weighs them by 1/n, so its weights
+        # sum to (n-1)/n; ours sum to 1
+        theirs = theirs * points / (points - 1)
+        torch.testing.assert_close(result.raw["integrated_gradients"][index], theirs.sum(dim=1)[0], atol=1e-6, rtol=1e-4)
+    if options["tolerance"] < 1e-3:  # unreachable: every cell stops at the cap, and says so
+        assert info["steps"].tolist() == [65.0, 65.0] and info["converged"].tolist() == [0.0, 0.0]
+        assert (info["completeness_relative"] > options["tolerance"]).all()
+
+
+class _Linear(torch.nn.Module):
+    """Logits linear in the image: IG is exact with any quadrature."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, images):
+        return torch.einsum("bchw,kchw->bk", images, self.weights)
+
+
+class _Step(torch.nn.Module):
+    """A logit that jumps from 0 to 20 where the image's mean crosses ``edge``: the gradient
+    along the path is a narrow spike that coarse steps miss."""
+
+    def __init__(self, edge: float):
+        super().__init__()
+        self.edge = edge
+
+    def forward(self, images):
+        jump = 20 * torch.sigmoid(400 * (images.mean(dim=(1, 2, 3)) - self.edge))
+        return torch.stack([jump, -jump], dim=1)
+
+
+def test_auto_steps_stop_at_once_on_a_smooth_model_and_refine_or_report_the_cap_on_a_sharp_one():
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) + 0.5
+    smooth = _ig_info(explain_batch(_Linear(), images, ["ig"], layer=None, embedding_layer=None,
+                                    options={"steps": "auto", "baseline": "black"}))
+    assert smooth["steps"].tolist() == [33.0, 33.0] and smooth["converged"].tolist() == [1.0, 1.0]
+    assert (smooth["completeness_relative"] < 1e-4).all()
+
+    sharp_model = _Step(edge=0.37)  # the path from black crosses the edge a third of the way along
+    capped = _ig_info(explain_batch(sharp_model, images, ["ig"], layer=None, embedding_layer=None, targets=0,
+                                    options={"steps": "auto", "baseline": "black", "max_steps": 33}))
+    assert capped["converged"].tolist() == [0.0, 0.0] and (capped["completeness_relative"] > 0.05).all()
+    refined = _ig_info(explain_batch(sharp_model, images, ["ig"], layer=None, embedding_layer=None, targets=0,
+                                     options={"steps": "auto", "baseline": "black", "max_steps": 1025}))
+    assert refined["converged"].tolist() == [1.0, 1.0] and (refined["completeness_relative"] <= 0.05).all()
+    assert (refined["steps"] > 33).all()
+
+
+def test_completeness_error_is_judged_against_a_floor_when_the_output_barely_moves():
+    from xcyto.explain.gradients import OUTPUT_FLOOR, relative_completeness_error
+
+    errors = relative_completeness_error(np.array([0.148, 0.1]), np.array([0.002, 2.0]))
+    np.testing.assert_allclose(errors, [0.148 / OUTPUT_FLOOR, 0.05])
+
+
+def test_folded_copy_matches_the_model_and_follows_its_weights(small_cnn, images):
+    from xcyto.models.fold import fold_batch_norms, pass_model
+
+    folded, count = fold_batch_norms(small_cnn)
+    assert count == 4 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    fast = pass_model(small_cnn, images)
+    assert fast is not small_cnn and pass_model(small_cnn, images) is fast  # made once
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images), small_cnn(images), atol=1e-5, rtol=1e-5)
+        model = create("small_cnn", num_classes=3, weights=None).eval()
+        before = pass_model(model, images)
+        model.classifier.weight.mul_(2)  # changed in place: the copy is made again
+        after = pass_model(model, images)
+        assert after is not before
+        torch.testing.assert_close(after(images), model(images), atol=1e-5, rtol=1e-5)

@@ -13,7 +13,7 @@ def test_every_model_builds_runs_and_reports_layers(name):
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         logits = model(images)
-        feature_map = models.get_layer(model, spec.cam_layer)(images)
+        feature_map = models.get_layer(model, spec.cam_layer())(images)
         embedding = models.get_layer(model, spec.embedding_layer)(feature_map)
     assert logits.shape == (2, 3)
     assert feature_map.ndim == 4 and feature_map.shape[0] == 2
@@ -83,3 +83,27 @@ def test_torchvision_imagenet_weights_offline_give_a_clear_error(monkeypatch, tm
     except WeightsUnavailableError as error:
         assert "weights=None" in str(error)
     # With internet the weights download and the model builds: also correct.
+
+
+@pytest.mark.parametrize("name, size, layer", [
+    ("efficientnet_lite0", 224, "backbone"), ("efficientnet_lite0", 128, "backbone.blocks.4"),
+    ("efficientnet_lite0", 48, "backbone.blocks.2"), ("resnet18", 224, "backbone"), ("resnet18", 112, "backbone.layer3"),
+    ("small_cnn", 64, "backbone"), ("small_cnn", 48, "backbone.block2")])
+def test_cam_layer_is_the_deepest_with_a_map_at_least_7_wide(name, size, layer):
+    spec = models.get_spec(name)
+    assert spec.cam_layer(size) == layer
+    model = models.create(name, num_classes=3, weights=None).eval()
+    with torch.no_grad():
+        feature_map = {}
+        handle = models.get_layer(model, layer).register_forward_hook(lambda m, i, o: feature_map.update(out=o))
+        model(torch.zeros(1, 3, size, size))
+        handle.remove()
+    side = feature_map["out"].shape[-1]
+    assert side >= models.registry.MIN_CAM_SIDE or layer == spec.cam_layers[-1][0]
+    deeper = [n for n, _ in spec.cam_layers[:[n for n, _ in spec.cam_layers].index(layer)]]
+    for name_deeper in deeper:  # every deeper candidate is coarser than 7 cells
+        with torch.no_grad():
+            handle = models.get_layer(model, name_deeper).register_forward_hook(lambda m, i, o: feature_map.update(out=o))
+            model(torch.zeros(1, 3, size, size))
+            handle.remove()
+        assert feature_map["out"].shape[-1] < models.registry.MIN_CAM_SIDE

@@ -213,7 +213,7 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
     cells = CellTorchDataset(samples, bundle.transform(), with_masks=True)
     spec = get_spec(bundle.architecture)
     mean, std = tuple(bundle.config["mean"]), tuple(bundle.config["std"])
-    common = dict(layer=spec.cam_layer, embedding_layer=spec.embedding_layer, mean=mean, std=std)
+    common = dict(layer=spec.cam_layer(bundle.input_size), embedding_layer=spec.embedding_layer, mean=mean, std=std)
     model, device = bundle.model, bundle.device
     same_classes = list(dataset.classes) == bundle.classes
 

@@ -24,13 +24,12 @@ from torch import nn
 
 from xcyto.errors import ExplainError
 from xcyto.explain.batched import explain_batch
+from xcyto.explain.gradients import COMPLETENESS_TOLERANCE, relative_completeness_error
 from xcyto.explain.registry import resolve_methods
 from xcyto.models import get_layer
 
 #: Mean Spearman rho after full randomisation at or above which a method is flagged.
 RANDOMISATION_THRESHOLD = 0.5
-#: IG completeness: |sum(attributions) - (f(x) - f(baseline))| <= this x |f(x) - f(baseline)| (+ 1e-3).
-COMPLETENESS_TOLERANCE = 0.05
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -144,14 +143,11 @@ def randomisation_check(model: nn.Module, batch: torch.Tensor, methods, targets=
 
 
 def completeness_error(gap: torch.Tensor | np.ndarray, output_difference: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Relative IG completeness error per image: ``|gap| / max(|f(x) - f(baseline)|, 1e-6)``."""
-    gap = np.abs(np.asarray(torch.as_tensor(gap).cpu()))
-    difference = np.abs(np.asarray(torch.as_tensor(output_difference).cpu()))
-    return gap / np.maximum(difference, 1e-6)
+    """Relative IG completeness error per image (:func:`xcyto.explain.gradients.relative_completeness_error`)."""
+    return relative_completeness_error(np.asarray(torch.as_tensor(gap).cpu()),
+                                       np.asarray(torch.as_tensor(output_difference).cpu()))
 
 
 def completeness_ok(gap, output_difference, tolerance: float = COMPLETENESS_TOLERANCE) -> np.ndarray:
     """Whether each image's IG attributions sum to f(x) - f(baseline) within the tolerance."""
-    gap = np.abs(np.asarray(torch.as_tensor(gap).cpu()))
-    difference = np.abs(np.asarray(torch.as_tensor(output_difference).cpu()))
-    return gap <= tolerance * difference + 1e-3
+    return completeness_error(gap, output_difference) <= tolerance

@@ -198,7 +198,7 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     for start in range(0, len(arrays), batch_size):
         batch = bundle.preprocess(arrays[start:start + batch_size])
         chunk_targets = None if targets is None else targets[start:start + batch_size]
-        result = explain_batch(bundle.model, batch, methods, chunk_targets, layer=spec.cam_layer,
+        result = explain_batch(bundle.model, batch, methods, chunk_targets, layer=spec.cam_layer(bundle.input_size),
                                embedding_layer=spec.embedding_layer, mean=mean, std=std, normalise=None,
                                options=method_options)
         chunks.append((result, model_view(batch, mean, std), batch.shape[0]))

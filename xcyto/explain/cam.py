@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from xcyto.explain.registry import register_method
 
-_CAM_OPTIONS = {"layer": None}  # None: the architecture's cam_layer from the model registry
+_CAM_OPTIONS = {"layer": None}  # None: the architecture's CAM layer for the input size (model registry)
 
 
 @register_method("gradcam", family="cam", signed=True, options=_CAM_OPTIONS,

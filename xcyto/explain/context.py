@@ -166,6 +166,16 @@ class Context:
             self.model.to(memory_format=torch.channels_last)
             self._converted = True
 
+    def pass_model(self) -> nn.Module:
+        """The model for methods that run many forward+backward passes (IG, SmoothGrad): on CPU
+        a cached copy with batch norms folded into the convolutions, channels-last
+        (:func:`xcyto.models.fold.pass_model`; same outputs, about a fifth faster)."""
+        if not self.channels_last:
+            return self.model
+        from xcyto.models.fold import pass_model
+
+        return pass_model(self.model, self.batch)
+
     def restore(self) -> None:
         """Undo :meth:`many_passes`."""
         if self._converted:

@@ -8,6 +8,7 @@ a few large chunks sized to the memory budget, without the user choosing
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import Saliency
@@ -19,38 +20,68 @@ from xcyto.explain.cam import gradcam
 from xcyto.explain.registry import register_method
 
 
+#: Relative completeness error below which adaptive IG stops (``tolerance``), and the
+#: output change under which the error is judged against this many logits instead (a cell
+#: whose output barely moves from the baseline has almost nothing to attribute).
+COMPLETENESS_TOLERANCE = 0.05
+OUTPUT_FLOOR = 0.1
+#: ``steps="auto"``: points of the first pass along the path (32 intervals, the trapezoid
+#: rule); cells still short of ``tolerance`` get the midpoints of every interval, and so on.
+AUTO_FIRST_STEPS = 33
+
+
+def relative_completeness_error(gap, output_difference):
+    """``|gap| / max(|f(x) - f(baseline)|, OUTPUT_FLOOR)``, per image (tensor or array)."""
+    if isinstance(gap, torch.Tensor):
+        return gap.abs() / output_difference.abs().clamp(min=OUTPUT_FLOOR)
+    return np.abs(gap) / np.maximum(np.abs(output_difference), OUTPUT_FLOOR)
+
+
 def _target_scores(model, inputs, targets):
     return model(inputs).gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-def _chunked_input_gradients(model, make_rows, targets, total_rows, batch_size, chunk, accumulate):
-    """Run ``total_rows`` rows (row r is image ``r % batch_size``) in chunks of ``chunk``;
-    ``make_rows(rows, images)`` builds the inputs, ``accumulate(gradient, rows, images)``
-    folds each chunk's input gradient into the result."""
-    for start in range(0, total_rows, chunk):
-        rows = torch.arange(start, min(total_rows, start + chunk), device=targets.device)
-        images = rows % batch_size
+def _chunked_input_gradients(model, make_rows, targets, row_images, chunk, accumulate):
+    """Run one input gradient per row (row ``r`` belongs to image ``row_images[r]``) in chunks
+    of ``chunk``; ``make_rows(rows, images)`` builds the inputs, ``accumulate(gradient, rows,
+    images, scores)`` takes each chunk's input gradient and target scores."""
+    for start in range(0, len(row_images), chunk):
+        rows = torch.arange(start, min(len(row_images), start + chunk), device=targets.device)
+        images = row_images[rows]
         inputs = make_rows(rows, images).requires_grad_(True)
         with torch.enable_grad():
-            score = _target_scores(model, inputs, targets[images]).sum()
-            (gradient,) = torch.autograd.grad(score, inputs)
-        accumulate(gradient, rows, images)
+            scores = _target_scores(model, inputs, targets[images])
+            (gradient,) = torch.autograd.grad(scores.sum(), inputs)
+        accumulate(gradient, rows, images, scores.detach())
+
+
+def _repeat_images(batch_size: int, passes: int, device) -> torch.Tensor:
+    """Row -> image for ``passes`` passes over every image: ``0, 1, ..., B-1, 0, 1, ...``."""
+    return torch.arange(batch_size, device=device).repeat(passes)
 
 
 @register_method(
     "integrated_gradients", family="gradient", signed=True,
-    options={"steps": 32, "baseline": "background", "approximation": "gausslegendre", "internal_batch_size": None},
-    passes="`steps` forward+backward per image",
+    options={"steps": "auto", "tolerance": COMPLETENESS_TOLERANCE, "max_steps": 257, "baseline": "background",
+             "approximation": "gausslegendre", "internal_batch_size": None},
+    passes="`steps` forward+backward per image (auto: as many as completeness needs, up to `max_steps`)",
     reference="Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks (arXiv:1703.01365)")
 def integrated_gradients(model, batch, targets, context):
     """Integrated gradients of the target logit, summed over colour channels (signed).
 
-    The path integral uses captum's quadrature (``approximation``, Gauss-Legendre by
-    default) over ``steps`` points; all steps of all images run in chunks of
-    ``internal_batch_size`` images (default: as many as the memory budget allows).
+    ``steps="auto"`` (default): the trapezoid rule on 32 equal intervals of the path (33
+    gradients), then, for the cells whose attributions miss f(x) - f(baseline) by more than
+    ``tolerance`` (relative, see :func:`relative_completeness_error`), every interval halved
+    (the earlier points reused) until they add up or ``max_steps`` points are reached.
+    Refining the whole path alike keeps the map's accuracy in step with its completeness
+    (choosing only the stretches that close the gap would meet the sum sooner, by
+    cancellation, with a map no better). An integer ``steps``: captum's quadrature
+    (``approximation``, Gauss-Legendre by default) with that many points. All passes of all images run in chunks of ``internal_batch_size``
+    (default: as many as the memory budget allows).
+
     Records per image ``completeness_gap`` = sum(attributions) - (f(x) - f(baseline)),
-    ``output_difference`` = f(x) - f(baseline) (f: the target logit) and their ratio
-    ``completeness_relative``; when it is large, raise ``steps``.
+    ``output_difference``, ``completeness_relative``, ``steps`` (gradients spent) and
+    ``converged`` (1 when within ``tolerance``).
 
     The default baseline is ``"background"``, an empty slide (each image's border colour):
     on brightfield images a black baseline makes the bright background the largest
@@ -58,47 +89,113 @@ def integrated_gradients(model, batch, targets, context):
     attribution on the nucleus was 0.5 % from black and 15 % from the background).
     """
     options = context.options
-    steps = int(options["steps"])
-    if steps < 1:
-        raise ExplainError(f"integrated_gradients needs steps >= 1, got {steps}")
+    baseline = context.baseline(options["baseline"])
+    per_image_baseline = baseline.dim() == 4 and baseline.shape[0] == batch.shape[0] > 1
+    start = baseline.expand_as(batch)
+    difference = batch - start
+    chunk = int(options["internal_batch_size"] or context.rows_per_chunk(backward=True))
+    fast = context.pass_model()
+    if options["steps"] == "auto":  # the passes at the path's ends give f(baseline) and f(x)
+        attributions, (baseline_scores, input_scores), steps = _nested_paths(
+            fast, start, difference, targets, chunk, float(options["tolerance"]), int(options["max_steps"]))
+    else:
+        attributions = _fixed_paths(fast, start, difference, targets, chunk, options)
+        steps = torch.full((batch.shape[0],), float(options["steps"]), device=batch.device)
+        with torch.no_grad():
+            if per_image_baseline:
+                baseline_scores = _target_scores(model, start, targets)
+            else:  # one constant baseline: one forward pass serves every image
+                baseline_scores = model(start[:1])[0].gather(0, targets)
+        input_scores = context.forward().gather(1, targets.view(-1, 1)).squeeze(1)
+    output_difference = input_scores - baseline_scores
+    gap = attributions.sum(dim=(1, 2)) - output_difference
+    relative = relative_completeness_error(gap, output_difference)
+    context.record("completeness_gap", gap)
+    context.record("output_difference", output_difference)
+    context.record("completeness_relative", relative)
+    context.record("steps", steps)
+    context.record("converged", (relative <= float(options["tolerance"])).float())
+    return attributions
+
+
+def _fixed_paths(model, start, difference, targets, chunk, options):
+    """IG maps with ``steps`` quadrature points (captum's ``approximation``)."""
+    steps = options["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ExplainError(f"integrated_gradients needs steps='auto' or a whole number >= 1, got {steps!r}")
     try:
         sizes_of, alphas_of = approximation_parameters(options["approximation"])
     except (ValueError, AssertionError):
         raise ExplainError(f"unknown IG approximation {options['approximation']!r}: use gausslegendre, "
                            "riemann_left, riemann_right, riemann_middle or riemann_trapezoid") from None
-    step_sizes = torch.tensor(sizes_of(steps), dtype=batch.dtype, device=batch.device)
-    alphas = torch.tensor(alphas_of(steps), dtype=batch.dtype, device=batch.device)
-    baseline = context.baseline(options["baseline"])
-    difference = batch - baseline
-    batch_size = batch.shape[0]
-    per_image_baseline = baseline.dim() == 4 and baseline.shape[0] == batch_size and batch_size > 1
-    total = torch.zeros_like(batch)
+    step_sizes = torch.tensor(sizes_of(int(steps)), dtype=start.dtype, device=start.device)
+    alphas = torch.tensor(alphas_of(int(steps)), dtype=start.dtype, device=start.device)
+    batch_size = start.shape[0]
+    total = torch.zeros_like(start)
 
     def make_rows(rows, images):
-        start = baseline[images] if per_image_baseline else baseline
-        return start + alphas[rows // batch_size].view(-1, 1, 1, 1) * difference[images]
+        return start[images] + alphas[rows // batch_size].view(-1, 1, 1, 1) * difference[images]
 
-    def accumulate(gradient, rows, images):
+    def accumulate(gradient, rows, images, scores):
         total.index_add_(0, images, gradient * step_sizes[rows // batch_size].view(-1, 1, 1, 1))
 
-    chunk = int(options["internal_batch_size"] or context.rows_per_chunk(backward=True))
-    context.many_passes()
-    _chunked_input_gradients(model, make_rows, targets, steps * batch_size, batch_size, chunk, accumulate)
-    attributions = total * difference
+    _chunked_input_gradients(model, make_rows, targets, _repeat_images(batch_size, int(steps), start.device),
+                             chunk, accumulate)
+    return (total * difference).sum(dim=1)
 
-    with torch.no_grad():
-        if per_image_baseline:
-            baseline_scores = _target_scores(model, baseline.expand_as(batch), targets)
-        else:  # one constant baseline: one forward pass serves every image
-            constant = baseline.expand(1, *batch.shape[1:])
-            baseline_scores = model(constant)[0].gather(0, targets)
-    input_scores = context.forward().gather(1, targets.view(-1, 1)).squeeze(1)
-    output_difference = input_scores - baseline_scores
-    gap = attributions.sum(dim=(1, 2, 3)) - output_difference
-    context.record("completeness_gap", gap)
-    context.record("output_difference", output_difference)
-    context.record("completeness_relative", gap.abs() / output_difference.abs().clamp(min=1e-6))
-    return attributions.sum(dim=1)
+
+def _nested_paths(model, start, difference, targets, chunk, tolerance, max_steps):
+    """IG by the trapezoid rule on 32 equal intervals of the path, halved for the cells whose
+    attributions still miss ``tolerance``, until ``max_steps`` points: each halving reuses every
+    point so far, and treats the whole path and every pixel alike. Returns ``(maps, (f(baseline),
+    f(x)), points per image)``."""
+    if not 0 < tolerance < 1:
+        raise ExplainError(f"integrated_gradients tolerance must be in (0, 1), got {tolerance}")
+    if max_steps < AUTO_FIRST_STEPS:
+        raise ExplainError(f"integrated_gradients max_steps must be >= {AUTO_FIRST_STEPS}, got {max_steps}")
+    batch_size, device = start.shape[0], start.device
+    inner = torch.zeros_like(start)  # sum of the gradients at the inner points
+    ends = torch.zeros_like(start)  # sum of the gradients at alpha = 0 and 1
+    scores = torch.zeros(2, batch_size, device=device)  # f(baseline), f(x)
+    intervals = torch.full((batch_size,), AUTO_FIRST_STEPS - 1, device=device)
+    active = torch.arange(batch_size, device=device)
+    first = True
+    while len(active):
+        count = int(intervals[active[0]])  # the active cells share one level
+        if first:  # every point of the first level: j / count, j = 0..count
+            fractions = torch.arange(count + 1, device=device, dtype=start.dtype) / count
+        else:  # the new midpoints: (2 i + 1) / (2 count)
+            fractions = (2 * torch.arange(count, device=device, dtype=start.dtype) + 1) / (2 * count)
+        row_images = active.repeat(len(fractions))
+        row_alphas = fractions.repeat_interleave(len(active))
+
+        def make_rows(rows, images):
+            return start[images] + row_alphas[rows].view(-1, 1, 1, 1) * difference[images]
+
+        def accumulate(gradient, rows, images, row_scores):
+            alphas = row_alphas[rows]
+            at_end = (alphas == 0) | (alphas == 1)
+            ends.index_add_(0, images[at_end], gradient[at_end])
+            inner.index_add_(0, images[~at_end], gradient[~at_end])
+            for end in (0, 1):
+                chosen = alphas == end
+                scores[end, images[chosen]] = row_scores[chosen]
+
+        _chunked_input_gradients(model, make_rows, targets, row_images, chunk, accumulate)
+        if not first:
+            intervals[active] *= 2
+        first = False
+        gap = _trapezoid_maps(inner, ends, difference, intervals)[active].sum(dim=(1, 2)) - (scores[1] - scores[0])[active]
+        missing = relative_completeness_error(gap, (scores[1] - scores[0])[active]) > tolerance
+        affordable = 2 * intervals[active] + 1 <= max_steps
+        active = active[missing & affordable]
+    return _trapezoid_maps(inner, ends, difference, intervals), scores, (intervals + 1).float()
+
+
+def _trapezoid_maps(inner, ends, difference, intervals):
+    """Trapezoid rule on ``intervals`` equal intervals, times the difference, summed over channels."""
+    weights = 1.0 / intervals.view(-1, 1, 1, 1)
+    return ((inner + ends / 2) * weights * difference).sum(dim=1)
 
 
 @register_method("saliency", family="gradient", signed=False, options={},
@@ -135,11 +232,10 @@ def smoothgrad(model, batch, targets, context):
     def make_rows(rows, images):
         return batch[images] + noise[rows // batch_size]
 
-    def accumulate(gradient, rows, images):
+    def accumulate(gradient, rows, images, scores):
         total.index_add_(0, images, gradient.abs())
 
-    context.many_passes()
-    _chunked_input_gradients(model, make_rows, targets, samples * batch_size, batch_size,
+    _chunked_input_gradients(context.pass_model(), make_rows, targets, _repeat_images(batch_size, samples, batch.device),
                              context.rows_per_chunk(backward=True), accumulate)
     return (total / samples).amax(dim=1)
 

@@ -2,7 +2,7 @@
 
 >>> from xcyto import models
 >>> model = models.create("resnet18", num_classes=5)
->>> models.get_spec("resnet18").cam_layer
+>>> models.get_spec("resnet18").cam_layer(224)
 'backbone'
 """
 from xcyto.models.classifier import CellClassifier, ConcatPool, evaluating

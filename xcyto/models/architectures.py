@@ -33,17 +33,21 @@ def _torchvision_model(name: str, weights: str | None) -> nn.Module:
         ) from None
 
 
-@register_model("resnet18", weights=("imagenet",), description="ResNet-18 (torchvision)")
+RESNET_CAM_LAYERS = (("backbone", 32), ("backbone.layer3", 16), ("backbone.layer2", 8))
+
+
+@register_model("resnet18", weights=("imagenet",), cam_layers=RESNET_CAM_LAYERS, description="ResNet-18 (torchvision)")
 def resnet18(weights):
     return _resnet("resnet18", weights)
 
 
-@register_model("resnet50", weights=("imagenet",), description="ResNet-50 (torchvision)")
+@register_model("resnet50", weights=("imagenet",), cam_layers=RESNET_CAM_LAYERS, description="ResNet-50 (torchvision)")
 def resnet50(weights):
     return _resnet("resnet50", weights)
 
 
-@register_model("resnet101", weights=("imagenet",), description="ResNet-101 (torchvision)")
+@register_model("resnet101", weights=("imagenet",), cam_layers=RESNET_CAM_LAYERS,
+                description="ResNet-101 (torchvision)")
 def resnet101(weights):
     return _resnet("resnet101", weights)
 
@@ -55,7 +59,9 @@ def _resnet(name, weights):
     return backbone, net.fc.in_features
 
 
-@register_model("densenet121", weights=("imagenet",), description="DenseNet-121 (torchvision)")
+@register_model("densenet121", weights=("imagenet",),
+                cam_layers=(("backbone", 32), ("backbone.features.denseblock3", 16)),
+                description="DenseNet-121 (torchvision)")
 def densenet121(weights):
     net = _torchvision_model("densenet121", weights)
     # torchvision applies the final ReLU functionally; a module keeps it hookable.
@@ -63,7 +69,8 @@ def densenet121(weights):
     return backbone, net.classifier.in_features
 
 
-@register_model("vgg11_bn", weights=("imagenet",), description="VGG-11 with batch norm (torchvision)")
+@register_model("vgg11_bn", weights=("imagenet",), cam_layers=(("backbone", 16),),
+                description="VGG-11 with batch norm (torchvision)")
 def vgg11_bn(weights):
     net = _torchvision_model("vgg11_bn", weights)
     # Drop the last max-pool so the CAM map keeps 14x14 at 224 px.
@@ -71,7 +78,9 @@ def vgg11_bn(weights):
     return nn.Sequential(OrderedDict(features=features)), 512
 
 
-@register_model("efficientnet_b0", weights=("imagenet",), description="EfficientNet-B0 (torchvision)")
+@register_model("efficientnet_b0", weights=("imagenet",),
+                cam_layers=(("backbone", 32), ("backbone.features.5", 16), ("backbone.features.3", 8)),
+                description="EfficientNet-B0 (torchvision)")
 def efficientnet_b0(weights):
     net = _torchvision_model("efficientnet_b0", weights)
     return nn.Sequential(OrderedDict(features=net.features)), net.classifier[-1].in_features
@@ -83,6 +92,7 @@ def efficientnet_b0(weights):
     default_weights="imagenet",
     mean=TIMM_LITE_MEAN,
     std=TIMM_LITE_STD,
+    cam_layers=(("backbone", 32), ("backbone.blocks.4", 16), ("backbone.blocks.2", 8)),
     description="EfficientNet-Lite0 (timm tf_efficientnet_lite0); ImageNet weights ship offline",
 )
 def efficientnet_lite0(weights):
@@ -130,6 +140,7 @@ def load_lite0_imagenet(net: nn.Module) -> None:
 @register_model(
     "small_cnn",
     input_size=128,
+    cam_layers=(("backbone", 8), ("backbone.block2", 4)),
     description="compact from-scratch CNN (~0.4 M parameters), the baseline of earlier SIPaKMeD work",
 )
 def small_cnn(weights):

@@ -9,6 +9,10 @@ from torch import nn
 from xcyto.errors import ModelError
 from xcyto.models.classifier import HEADS, CellClassifier
 
+#: CAM maps coarser than this (side, in cells of the feature map) barely change when the
+#: model's weights are randomised: they show where the cell is, not what the model learnt
+#: (Grad-CAM on a 4 x 4 map failed the randomisation check; on 7 x 7 and finer it passed).
+MIN_CAM_SIDE = 7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -20,7 +24,9 @@ Builder = Callable[[str | None], tuple[nn.Module, int]]
 class ModelSpec:
     """What the rest of xcyto needs to know about an architecture.
 
-    ``cam_layer`` and ``embedding_layer`` are dotted module names inside the
+    ``cam_layers``: the layers CAM methods may weight, deepest first, each with its stride
+    (input pixels per feature-map cell); :meth:`cam_layer` picks one for an input size.
+    ``embedding_layer``: the pooled vector. Both are dotted module names inside the
     :class:`CellClassifier`, so explanation and embedding code never guesses.
     """
 
@@ -31,10 +37,19 @@ class ModelSpec:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    cam_layer: str = "backbone"
+    cam_layers: tuple[tuple[str, int], ...] = (("backbone", 32),)
     embedding_layer: str = "pool"
     description: str = ""
     extra: dict = field(default_factory=dict)
+
+    def cam_layer(self, input_size: int | None = None) -> str:
+        """The deepest CAM layer whose map is at least ``MIN_CAM_SIDE`` cells wide at
+        ``input_size`` (default: the architecture's), else the finest one offered."""
+        size = input_size or self.input_size
+        for name, stride in self.cam_layers:
+            if -(-size // stride) >= MIN_CAM_SIDE:
+                return name
+        return self.cam_layers[-1][0]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

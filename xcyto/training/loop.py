@@ -244,7 +244,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "preprocessing": config.preprocessing,
         "temperature": calibration.temperature,
         "calibration": calibration.to_dict(),
-        "cam_layer": spec.cam_layer,
+        "cam_layer": spec.cam_layer(data.image_size),
         "embedding_layer": spec.embedding_layer,
         "training": config.to_dict(),
         "data": data.provenance(),
