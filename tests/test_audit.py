@@ -204,6 +204,11 @@ def test_saved_audit_has_report_csvs_and_settings(planted_audit, tmp_path):
     check = summary["readings"]["label_error"]
     assert check == pytest.approx(planted_audit.readings["label_error"])
     assert f"estimated precision {check['precision']:.2f}" in page
+    ig_checks = [passed for case in planted_audit.cases for (method, _), (passed, _) in case.checks.items()
+                 if method == "integrated_gradients"]
+    assert len(ig_checks) == 2 * len(planted_audit.cases)  # both classes of every case
+    assert f"added up within tolerance in {sum(ig_checks)} of {len(ig_checks)} maps" in page
+    assert page.count('<span class="check') == sum(len(case.checks) for case in planted_audit.cases)
 
 
 def _neighbour_labels(bundle, cells, k=10):

@@ -6,6 +6,7 @@ thread); every request goes through it as a user's would.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -156,8 +157,12 @@ def test_explain_returns_prediction_heatmaps_neighbours_map_and_downloads(explai
     assert max(confidences, key=confidences.get) == label["label"]
     assert label["label"] in verdict and "calibrated probability" in verdict
 
-    assert [item["caption"] for item in heatmaps][:2] == ["cell (model input)", "Grad-CAM"]
+    assert heatmaps[0]["caption"] == "cell (model input)"
+    # every map shows its check: Grad-CAM the bundle's randomisation result, IG its completeness
+    rho = tiny_bundle.config["explanation_checks"]["randomisation"]["gradcam"]["rho"]
+    assert heatmaps[1]["caption"].startswith("Grad-CAM") and f"(rho {rho:.2f})" in heatmaps[1]["caption"]
     assert heatmaps[2]["caption"].startswith("Integrated Gradients")
+    assert re.search(r"(✓ adds up|⚠ off by) .*\d+ steps", heatmaps[2]["caption"])
     pixels = [np.asarray(Image.open(_image(item))) for item in heatmaps]
     size = tiny_bundle.input_size
     assert all(p.shape == (size, size, 3) for p in pixels)

@@ -210,7 +210,9 @@ def test_explanation_renders_saves_and_serialises(one, tmp_path):
                             "cell-1_integrated_gradients.png", "cell-1_gradcam.npy",
                             "cell-1_integrated_gradients.npy"])  # no temporary files left
     assert json.loads(paths["json"].read_text())["probabilities"] == pytest.approx(one.probabilities)
-    assert np.array_equal(np.asarray(Image.open(paths["gradcam"])), one.heatmaps["gradcam"].overlay)
+    assert np.array_equal(np.asarray(Image.open(paths["gradcam"])), one.overlay_on_image("gradcam"))
+    assert np.asarray(Image.open(paths["gradcam"])).shape == (60, 52, 3)  # the image as given, not the model's view
+    assert np.array_equal(np.asarray(Image.open(paths["cell"])), cell(0))
     np.testing.assert_array_equal(np.load(paths["integrated_gradients_raw"]), one.heatmaps["integrated_gradients"].raw)
 
 
@@ -244,3 +246,22 @@ def test_neighbours_and_atypicality_come_from_the_gallery():
     none = explain(cell(3), trained, methods="gradcam", neighbours=0)
     assert none.neighbours == [] and none.atypicality is None
     assert json.dumps(explanation.to_dict())
+
+
+@pytest.mark.parametrize("height, width", [(60, 52), (30, 90), (48, 48)])
+def test_maps_on_the_image_as_given_drop_the_padding(bundle, height, width):
+    from xcyto.data.transforms import fit_box
+
+    image = cell(1, size=(height, width))
+    one = explain(image, bundle, methods=["gradcam", "integrated_gradients"], **QUICK)
+    for heatmap in one.heatmaps.values():
+        on_image = heatmap.on_image()
+        assert on_image.shape == (height, width) and 0 <= on_image.min() and on_image.max() <= 1
+        assert heatmap.on_image("raw").shape == (height, width)
+        # the part of the model's map inside the image box, resized: its mean survives
+        left, top, box_width, box_height = fit_box(height, width, 48)
+        inside = heatmap.display[top:top + box_height, left:left + box_width]
+        assert on_image.mean() == pytest.approx(inside.mean(), abs=0.03)
+    assert one.overlay_on_image("gradcam").shape == (height, width, 3)
+    if height != width:  # a padded band of the model's map is not part of the image
+        assert (left, top) != (0, 0)

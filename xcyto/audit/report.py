@@ -113,8 +113,11 @@ def _case_view(case, methods: list[str], images: dict[str, bytes]) -> dict:
         for method in methods:
             overlay = case.overlays.get((method, class_name))
             if overlay is not None:
+                passed, label = case.checks.get((method, class_name), (None, ""))
                 panels.append({"title": f"{SHORT_NAMES.get(method, method)} → {class_name}", "role": role,
-                               "src": image(f"{method}_{slug(class_name)}", overlay)})
+                               "src": image(f"{method}_{slug(class_name)}", overlay),
+                               "check": "" if passed is None else ("✓ " if passed else "⚠ ") + label,
+                               "check_failed": passed is False})
     neighbours = []
     for class_name, role in case.roles.items():
         found = case.neighbours.get(class_name, [])
@@ -162,7 +165,8 @@ def render_html(result, title: str | None = None, images: dict[str, bytes] | Non
 
 
 def reading_checks(result) -> list[str]:
-    """One sentence per reading whose reliability was measured on planted label flips."""
+    """One sentence per check behind the report: each reading's precision measured on planted
+    label flips, IG's completeness over the maps shown, each CAM's randomisation check."""
     lines = []
     check = result.readings.get("label_error")
     if check:
@@ -173,6 +177,16 @@ def reading_checks(result) -> list[str]:
                      f"model's accuracy ({check['model_accuracy']:.2f}), measured by flipping "
                      f"{check['planted_rate']:.0%} of the labels ({check['planted_cells']} cells, {check['repeats']} "
                      f"draws) and rescoring; {said}.")
+    ig = [passed for case in result.cases for (method, _), (passed, _) in case.checks.items()
+          if method == "integrated_gradients" and passed is not None]
+    if ig:
+        lines.append(f"Integrated gradients added up within tolerance in {sum(ig)} of {len(ig)} maps"
+                     + ("." if all(ig) else "; the others reached the step cap and are marked ⚠ on their cards."))
+    for method, check in (result.settings.get("explanation_checks") or {}).items():
+        if method in result.settings["methods"]:
+            verdict = "FLAGGED: its maps barely change when the weights are random" if check["flagged"] else "passed"
+            lines.append(f"{SHORT_NAMES.get(method, method)}: randomisation check {verdict} "
+                         f"(rho {check['rho']:.2f} on {check['cells']} validation cells, layer {check['layer']}).")
     return lines
 
 

@@ -31,6 +31,7 @@ CHUNK = 32
 @dataclass
 class Case:
     """One cell worth a look. ``overlays[(method, class)]``: H x W x 3 uint8 over ``image``;
+    ``checks[(method, class)]``: ``(passed, label)`` of that map's check (``Heatmap.check``);
     ``neighbours[class]``: the nearest training cells of that class (``Neighbour``s)."""
 
     index: int
@@ -47,6 +48,7 @@ class Case:
     reading: str
     image: np.ndarray | None = None
     overlays: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    checks: dict[tuple[str, str], tuple] = field(default_factory=dict)
     neighbours: dict[str, list] = field(default_factory=dict)
     rank: int = 0
 
@@ -242,7 +244,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
             other=classes[others[index]], probabilities=dict(zip(classes, probabilities[index].round(4).tolist())),
             signals={name: float(values[index]) for name, values in signals.items()},
             label_issue_flag=bool(label_flags[index]), atypical=bool(atypical[index]), kind=kind, reading=reading,
-            image=parts["image"], overlays=parts["overlays"]))
+            image=parts["image"], overlays=parts["overlays"], checks=parts["checks"]))
     built.sort(key=lambda case: -case.suspicion)
     for rank, case in enumerate(built, start=1):
         case.rank = rank
@@ -256,7 +258,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
         "input_size": bundle.input_size, "calibration": bundle.calibration.method, "temperature": bundle.temperature, "data": data_note or dataset.name,
         "cells": n, "methods": methods, "method_options": dict(method_options), "confidence": confidence,
-        "k": k, "max_cases": max_cases, "seed": seed, "map": None if map_coords is None else map_method,
+        "k": k, "max_cases": max_cases, "seed": seed,
+        "explanation_checks": (bundle.config.get("explanation_checks") or {}).get("randomisation", {}), "map": None if map_coords is None else map_method,
         "gallery": None if gallery is None else str(gallery.path), "weights": S.WEIGHTS,
         "xcyto_version": __version__, "cleanlab_version": _version("cleanlab"),
         "seconds": round(time.perf_counter() - started, 2),
@@ -274,6 +277,7 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
     """Per case: the model's view of the cell, overlays for the predicted and the other
     class, and the raw Grad-CAM / IG maps of the predicted class (for their agreement)."""
     from xcyto.explain import explain
+    from xcyto.explain.render import check_label
 
     starts = range(0, len(chosen), CHUNK)
     if progress and len(chosen):
@@ -289,9 +293,13 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
                                 **method_options)
         for_other = explain(images, bundle, methods, target=others[rows].tolist(), neighbours=0, **method_options)
         for row, mine, theirs in zip(rows, for_predicted, for_other):
-            overlays = {(m, classes[predictions[row]]): mine.heatmaps[m].overlay for m in methods}
-            overlays.update({(m, classes[others[row]]): theirs.heatmaps[m].overlay for m in methods})
-            entry = {"image": mine.image, "overlays": overlays}
+            overlays, checks = {}, {}
+            for explanation, class_index in ((mine, predictions[row]), (theirs, others[row])):
+                for m in methods:
+                    heatmap = explanation.heatmaps[m]
+                    overlays[(m, classes[class_index])] = heatmap.overlay
+                    checks[(m, classes[class_index])] = (heatmap.check[0], check_label(heatmap))
+            entry = {"image": mine.image, "overlays": overlays, "checks": checks}
             if "gradcam" in methods and "integrated_gradients" in methods:
                 entry["gradcam"] = mine.heatmaps["gradcam"].raw
                 entry["ig"] = mine.heatmaps["integrated_gradients"].raw

@@ -137,13 +137,10 @@ class CellTransform:
         if not self.pad_to_square:
             target = [self.size, self.size]
             return F.resize(pixels, target, antialias=True), _maybe(F.resize, mask_stack, target)
-        scale = self.size / max(height, width)
-        new_height = min(self.size, max(1, round(height * scale)))
-        new_width = min(self.size, max(1, round(width * scale)))
+        left, top, new_width, new_height = fit_box(height, width, self.size)
         if (new_height, new_width) != (height, width):
             pixels = F.resize(pixels, [new_height, new_width], antialias=True)
             mask_stack = _maybe(F.resize, mask_stack, [new_height, new_width])
-        left, top = (self.size - new_width) // 2, (self.size - new_height) // 2
         padding = [left, top, self.size - new_width - left, self.size - new_height - top]
         if any(padding):
             pixels = F.pad(pixels, padding, fill=fill)
@@ -167,6 +164,17 @@ class CellTransform:
         mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
         return (pixels.as_subclass(torch.Tensor).float().div_(255.0) - mean).div_(std)
+
+
+def fit_box(height: int, width: int, size: int, pad_to_square: bool = True) -> tuple[int, int, int, int]:
+    """Where an ``height x width`` image lands in the ``size x size`` model input:
+    ``(left, top, width, height)`` of the resized image (the whole square when stretched)."""
+    if not pad_to_square:
+        return 0, 0, size, size
+    scale = size / max(height, width)
+    new_height = min(size, max(1, round(height * scale)))
+    new_width = min(size, max(1, round(width * scale)))
+    return (size - new_width) // 2, (size - new_height) // 2, new_width, new_height
 
 
 def train_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from xcyto.demo.cell_info import DISCLAIMER, cell_info
+from xcyto.explain.render import check_label
 
 #: Names people read; the registry's names stay the values (API, JSON, settings).
 METHOD_TITLES = {
@@ -90,9 +91,9 @@ def heatmap_state(explanation) -> dict:
 def _heatmap_caption(explanation, name: str) -> str:
     heatmap = explanation.heatmaps[name]
     caption = method_title(name)
-    gap = heatmap.info.get("completeness_gap")
-    if gap is not None:
-        caption += f" (completeness gap {gap:.2f})"
+    passed, _ = heatmap.check
+    if passed is not None:
+        caption += (" ✓ " if passed else " ⚠ ") + check_label(heatmap)
     return caption
 
 

@@ -151,3 +151,25 @@ def completeness_error(gap: torch.Tensor | np.ndarray, output_difference: torch.
 def completeness_ok(gap, output_difference, tolerance: float = COMPLETENESS_TOLERANCE) -> np.ndarray:
     """Whether each image's IG attributions sum to f(x) - f(baseline) within the tolerance."""
     return completeness_error(gap, output_difference) <= tolerance
+
+
+#: Cells of the validation split on which training records the randomisation check.
+RECORDED_CELLS = 8
+
+
+def record_randomisation(bundle, images, seed: int = 0) -> dict:
+    """The randomisation check of every CAM method (but the slow ones) on ``images``, at the
+    layer ``explain`` uses for this bundle, in the form ``bundle.json`` keeps it
+    (``explanation_checks``): ``{"randomisation": {method: {"rho", "flagged", "layer", ...}}}``."""
+    from xcyto.explain.registry import get_method, list_methods
+    from xcyto.models import get_spec
+
+    spec = get_spec(bundle.architecture)
+    layer = spec.cam_layer(bundle.input_size)
+    methods = [name for name in list_methods() if get_method(name).family == "cam" and not get_method(name).slow]
+    batch = bundle.preprocess(list(images))
+    result = randomisation_check(bundle.model, batch, methods, layer=layer, embedding_layer=spec.embedding_layer,
+                                 mean=tuple(bundle.config["mean"]), std=tuple(bundle.config["std"]), seed=seed)
+    return {"randomisation": {name: {"rho": round(float(result.final(name).mean()), 4), "flagged": result.flagged(name),
+                                     "layer": layer, "cells": len(batch), "threshold": result.threshold,
+                                     "seed": seed} for name in methods}}

@@ -245,6 +245,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
         "device": str(bundle.device), "seed": int(method_options.get("seed", 0)),
         "methods": results[0].settings,
     }
+    recorded = _recorded_checks(bundle, results[0].settings)
+    padded = bool(bundle.config.get("pad_to_square", True))
     explanations = []
     for index in range(cells):
         heatmaps = {}
@@ -254,7 +256,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
                 method=method.name, raw=raw[index], display=display[index], overlay=overlay[index],
                 scale=float(scale[index]), signed=method.signed, normalise=normalise,
                 settings=dict(results[0].settings[method.name]),
-                info={key: float(values[index]) for key, values in info.items()})
+                info={**{key: float(values[index]) for key, values in info.items()}, **recorded.get(method.name, {})},
+                frame=(*arrays[index].shape[:2], padded))
         target_index = int(chosen[index])
         predicted_index = int(probabilities[index].argmax())
         settings = dict(common, target_requested=targets is not None)
@@ -267,8 +270,17 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
             atypical=None if atypical_flags is None else bool(atypical_flags[index]),
             settings=settings, source=names[index],
             embedding=None if embedding is None else embedding[index].cpu().numpy(),
-            timings_ms=timings))
+            timings_ms=timings, original=arrays[index]))
     return explanations[0] if single else explanations
+
+
+def _recorded_checks(bundle, settings: dict) -> dict[str, dict[str, float]]:
+    """The bundle's recorded randomisation check of each method, where it was made on the
+    layer used now: ``{method: {"randomisation_rho", "randomisation_flagged"}}``."""
+    checks = (bundle.config.get("explanation_checks") or {}).get("randomisation", {})
+    return {name: {"randomisation_rho": float(check["rho"]), "randomisation_flagged": float(check["flagged"])}
+            for name, check in checks.items()
+            if name in settings and settings[name].get("layer") == check.get("layer")}
 
 
 def _neighbours(bundle, embedding, k: int, count: int):

@@ -63,14 +63,17 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     colours = class_colors(explanation.classes)
 
     axis = figure.add_subplot(grid[0, 0])
-    axis.imshow(explanation.image)
-    axis.set_title("cell (model input)", fontsize=9)
+    axis.imshow(explanation.image if explanation.original is None else explanation.original)
+    axis.set_title("cell", fontsize=9)
     axis.axis("off")
     for column, name in enumerate(methods, start=1):
         heatmap = explanation.heatmaps[name]
         axis = figure.add_subplot(grid[0, column])
-        axis.imshow(heatmap.overlay)
-        axis.set_title(f"{name}\nscale {heatmap.scale:.3g} ({heatmap.normalise})", fontsize=8)
+        axis.imshow(explanation.overlay_on_image(name))
+        passed, sentence = heatmap.check
+        mark = "" if passed is None else ("\n✓ " if passed else "\n⚠ ") + check_label(heatmap)
+        axis.set_title(f"{name}\nscale {heatmap.scale:.3g} ({heatmap.normalise}){mark}", fontsize=8,
+                       color="#b03a2e" if passed is False else "black")
         axis.axis("off")
     if methods:
         bar = figure.colorbar(ScalarMappable(Normalize(0, 1), HEATMAP_CMAP), cax=figure.add_subplot(grid[0, columns]))
@@ -128,6 +131,19 @@ def figure_png(figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def check_label(heatmap) -> str:
+    """A few words for a map's check, for titles and captions (``Heatmap.check`` has the sentence)."""
+    passed, _ = heatmap.check
+    info = heatmap.info
+    if "completeness_relative" in info:
+        steps = int(info.get("steps", 0))
+        return (f"adds up ({info['completeness_relative']:.1%}, {steps} steps)" if passed
+                else f"off by {info['completeness_relative']:.0%} at {steps} steps")
+    if "randomisation_rho" in info:
+        return f"randomisation {'passed' if passed else 'FLAGGED'} (rho {info['randomisation_rho']:.2f})"
+    return ""
+
+
 def explanation_html(explanation) -> str:
     """The figure as an embedded PNG and a small table (Jupyter's ``_repr_html_``)."""
     encoded = base64.b64encode(figure_png(explanation.plot())).decode("ascii")
@@ -139,6 +155,9 @@ def explanation_html(explanation) -> str:
     for name, heatmap in explanation.heatmaps.items():
         details = ", ".join(f"{k}={v}" for k, v in heatmap.settings.items())
         rows.append((name, f"scale {heatmap.scale:.3g}" + (f"; {details}" if details else "")))
+        passed, sentence = heatmap.check
+        if passed is not None:
+            rows.append((f"{name} check", ("✓ " if passed else "⚠ ") + sentence))
     rows.append(("bundle", f"{explanation.settings.get('bundle_name')} "
                            f"(sha256 {str(explanation.settings.get('bundle_sha256'))[:12]})"))
     table = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
@@ -153,9 +172,10 @@ def save_explanation(explanation, directory, name: str = "explanation", arrays: 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"figure": save_figure(explanation.plot(), directory / f"{name}.png")}
-    paths["cell"] = _save_png(explanation.image, directory / f"{name}_cell.png")
-    for method, heatmap in explanation.heatmaps.items():
-        paths[method] = _save_png(heatmap.overlay, directory / f"{name}_{method}.png")
+    paths["cell"] = _save_png(explanation.image if explanation.original is None else explanation.original,
+                              directory / f"{name}_cell.png")
+    for method, heatmap in explanation.heatmaps.items():  # overlays on the image as given; .npy at model size
+        paths[method] = _save_png(explanation.overlay_on_image(method), directory / f"{name}_{method}.png")
         if arrays:
             paths[f"{method}_raw"] = _save_npy(heatmap.raw, directory / f"{name}_{method}.npy")
     paths["json"] = directory / f"{name}.json"

@@ -24,7 +24,8 @@ class Heatmap:
     (``normalise="individual"``) or over all cells explained together
     (``"shared"``). ``overlay``: ``H x W x 3`` uint8, the display map in
     ``HEATMAP_CMAP`` blended over the cell (opacity grows with the value).
-    ``info``: diagnostics such as IG's ``completeness_gap``.
+    ``info``: diagnostics such as IG's ``completeness_gap``, or a CAM's ``randomisation_rho``
+    from the bundle's recorded check; :attr:`check` says in words whether the map passed.
     """
 
     method: str
@@ -36,10 +37,48 @@ class Heatmap:
     normalise: str
     settings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    frame: tuple[int, int, bool] | None = None  # the image as given: height, width, padded to square?
+
+    def on_image(self, values: str = "display") -> np.ndarray:
+        """The map over the image as it was given: the padding cut off and resized to its
+        height x width (bilinear). ``values``: ``"display"`` or ``"raw"``."""
+        import cv2
+
+        from xcyto.data.transforms import fit_box
+
+        chosen = {"display": self.display, "raw": self.raw}[values]
+        if self.frame is None:
+            return chosen
+        height, width, padded = self.frame
+        left, top, box_width, box_height = fit_box(height, width, chosen.shape[0], padded)
+        inside = np.ascontiguousarray(chosen[top:top + box_height, left:left + box_width], dtype=np.float32)
+        return cv2.resize(inside, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    @property
+    def check(self) -> tuple[bool | None, str]:
+        """``(passed, sentence)``: the check that travels with this map: IG's completeness, a
+        CAM's randomisation check as recorded in the bundle. ``(None, "")`` when none applies."""
+        info = self.info
+        if "completeness_relative" in info:
+            error, steps = info["completeness_relative"], int(info.get("steps", self.settings.get("steps") or 0))
+            tolerance = self.settings.get("tolerance", 0.05)
+            if info.get("converged", float(error <= tolerance)) >= 1:
+                return True, f"adds up: {error:.1%} off f(x) - f(baseline) ({steps} steps)"
+            capped = " (the cap)" if self.settings.get("steps") == "auto" else ""
+            return False, (f"does not add up: {error:.1%} off f(x) - f(baseline) after {steps} steps{capped}, "
+                           f"tolerance {tolerance:.0%}")
+        if "randomisation_rho" in info:
+            rho = info["randomisation_rho"]
+            if info.get("randomisation_flagged", 0) >= 1:
+                return False, (f"flagged by the randomisation check (rho {rho:.2f}): the map barely changes "
+                               "when the weights are random")
+            return True, f"passed the randomisation check (rho {rho:.2f})"
+        return None, ""
 
     def to_dict(self, arrays: bool = False) -> dict:
+        passed, sentence = self.check
         out = {"method": self.method, "signed": self.signed, "scale": self.scale, "normalise": self.normalise,
-               "settings": self.settings, "info": self.info,
+               "settings": self.settings, "info": self.info, "check": {"passed": passed, "text": sentence},
                "raw_sum": float(self.raw.sum()), "raw_min": float(self.raw.min()), "raw_max": float(self.raw.max())}
         if arrays:
             out.update(raw=self.raw.tolist(), display=self.display.tolist())
@@ -54,7 +93,8 @@ class Explanation:
     prediction; ``target`` is the class the maps explain (the prediction unless asked
     otherwise). ``heatmaps`` maps method name -> :class:`Heatmap`. ``neighbours``,
     ``nearest_per_class`` and ``atypicality``/``atypical`` come from the bundle's
-    gallery (empty/None without one). ``settings`` records what produced it.
+    gallery (empty/None without one). ``settings`` records what produced it. ``image`` is
+    the cell as the model saw it; ``original`` the image as it was given (RGB uint8).
     """
 
     image: np.ndarray
@@ -71,6 +111,19 @@ class Explanation:
     source: str | None = None
     embedding: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
+    original: np.ndarray | None = None
+
+    def overlay_on_image(self, method: str) -> np.ndarray:
+        """``method``'s display map blended over :attr:`original` (``H x W x 3`` uint8)."""
+        from xcyto.explain.render import overlay_batch
+
+        heatmap = self.heatmap(method)
+        if self.original is None:
+            return heatmap.overlay
+        import torch
+
+        display = torch.from_numpy(heatmap.on_image())[None]
+        return overlay_batch(torch.from_numpy(np.ascontiguousarray(self.original))[None], display)[0].numpy()
 
     @property
     def confidence(self) -> float:

@@ -252,6 +252,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     }
     bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
     if context.is_main:
+        bundle.config["explanation_checks"] = _explanation_checks(bundle, data, config.seed)
         bundle.save(run_dir / "bundle")
         shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)  # the bundle is whole without it
         write_json_atomic(run_dir / "metrics.json", metrics)
@@ -266,6 +267,15 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
               f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} ({calibration.method}); bundle: {run_dir / 'bundle'}")
     context.barrier()
     return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=state["history"])
+
+
+def _explanation_checks(bundle: Bundle, data: RunData, seed: int) -> dict:
+    """The randomisation check of the CAM methods on a few validation cells, kept in the
+    bundle so every map it explains carries its result."""
+    from xcyto.evaluation.sanity import RECORDED_CELLS, record_randomisation
+
+    cells = data.dataset.subset(data.split.val[:RECORDED_CELLS])
+    return record_randomisation(bundle, [sample.image for sample in cells.samples], seed=seed)
 
 
 def _build_gallery(bundle: Bundle, data: RunData) -> None:
