@@ -50,8 +50,9 @@ def build_demo_gallery(bundle_path: Path) -> None:
     from xcyto.training.evaluate import select_split
 
     bundle = xcyto.load(bundle_path)
-    train_cells = select_split(bundle, load_dataset(bundle.config["data"]["source"]), "train")
-    build_gallery(bundle, train_cells, thumbnail_size=THUMBNAIL_SIZE, projections=("pca", "umap"))
+    cells = load_dataset(bundle.config["data"]["source"])
+    build_gallery(bundle, select_split(bundle, cells, "train"), thumbnail_size=THUMBNAIL_SIZE,
+                  projections=("pca", "umap"), calibration_cells=select_split(bundle, cells, "val"))
 
 
 def write_examples(folder: Path) -> None:

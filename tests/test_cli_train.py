@@ -1,11 +1,13 @@
 """The train / evaluate / predict commands end to end, and their errors."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import xcyto
 from xcyto.cli import main
 
 
@@ -40,18 +42,26 @@ def test_predict_writes_probabilities_and_reports_unreadable_files(tiny_bundle, 
         paths.append(tmp_path / f"cell{index}.png")
         Image.fromarray(cell.image).save(paths[-1])
     (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(tmp_path / "speck.png")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
     out = tmp_path / "predictions.csv"
     assert main(["predict", "--bundle", str(tiny_bundle.path), str(tmp_path), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert len(rows) == 4
-    good = [row for row in rows if not row["error"]]
-    assert len(good) == 3
-    for row in good:
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(out.read_text().splitlines())}
+    assert len(rows) == 6
+    for name in ("cell0.png", "cell1.png", "cell2.png", "noise.png"):
+        row = rows[name]
+        assert not row["error"]
         probabilities = np.array([float(row[f"p_{name}"]) for name in tiny_bundle.classes])
         assert abs(probabilities.sum() - 1) < 1e-3
         assert row["predicted"] == tiny_bundle.classes[int(probabilities.argmax())]
-    bad = [row for row in rows if row["error"]]
-    assert "notes.png" in bad[0]["path"] and "not a readable image" in bad[0]["error"]
+        assert 0 <= float(row["atypicality"]) <= 100 and row["atypical"] in ("0", "1")
+    # the same atypicality as explain() gives, from the same gallery
+    explained = xcyto.explain(str(tmp_path / "noise.png"), tiny_bundle, methods=["gradcam"], neighbours=1)
+    assert float(rows["noise.png"]["atypicality"]) == pytest.approx(explained.atypicality, abs=0.1)
+    assert rows["noise.png"]["atypical"] == str(int(explained.atypical))
+    assert "not a readable image" in rows["notes.png"]["error"] and not rows["notes.png"]["predicted"]
+    assert "1 x 1 pixels is too small" in rows["speck.png"]["error"] and not rows["speck.png"]["predicted"]
 
 
 @pytest.mark.parametrize("arguments, message", [

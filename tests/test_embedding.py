@@ -201,8 +201,10 @@ def test_non_cells_are_flagged_and_held_out_cells_mostly_not(tiny, gallery, held
 def test_calibration_uses_leave_one_out_neighbours_and_a_shrinkage_gaussian(gallery):
     from sklearn.covariance import LedoitWolf
 
-    calibration = gallery.calibration
+    from xcyto.embedding.atypicality import calibrate
+
     index = gallery.index
+    calibration = calibrate(index)  # on the training cells themselves
     rows = torch.arange(len(gallery))
     vectors = index.matrix[index.position[rows]]
     # the neighbour reference: each training cell's 5th neighbour, its own source group excluded
@@ -223,6 +225,19 @@ def test_calibration_uses_leave_one_out_neighbours_and_a_shrinkage_gaussian(gall
     # about 1% of the training cells are above the threshold, by construction
     assert np.all(np.diff(calibration.combined_reference) >= 0)
     assert 0.0 < (calibration.combined_reference > calibration.threshold).mean() <= 0.02
+
+
+def test_training_calibrates_the_flag_on_the_validation_cells(tiny, gallery):
+    validation, _ = load_cells(tiny, "synthetic", "val")
+    assert gallery.meta["atypicality"]["calibrated_on"].startswith(f"{len(validation)} held-out cells")
+    calibration = gallery.calibration
+    assert len(calibration.knn_reference) == len(validation)
+    # brute force: each validation cell's 5th nearest training cell, nothing left out
+    queries = unit_rows(embed_cells(tiny, validation.samples).astype(np.float64))
+    training = unit_rows(np.asarray(gallery.embeddings, dtype=np.float64))
+    fifth = np.sort(queries @ training.T, axis=1)[:, -calibration.k]
+    np.testing.assert_allclose(calibration.knn_reference, np.sort(1 - fifth), atol=2e-3)
+    np.testing.assert_allclose(calibration.spread_reference, np.sort(calibration.spread_distance(queries)), rtol=1e-4)
 
 
 # -- command line --------------------------------------------------------------------------

@@ -133,12 +133,16 @@ def run_gallery_build(args) -> int:
     dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)
     projections = tuple(check_method(name) for name in args.projections.split(",") if name.strip())
     print(f"gallery of {note}")
+    held_out = None
+    if args.split == "train" and find_manifest(bundle) is not None:  # calibrate the flag on the validation cells
+        held_out, _ = load_cells(bundle, args.data, "val", args.scheme, args.synthetic_seed, args.synthetic_n)
     gallery = build_gallery(bundle, dataset, thumbnail_size=args.thumbnail_size, batch_size=args.batch_size,
-                            k=args.k, percentile=args.percentile, projections=projections, progress=True)
+                            k=args.k, percentile=args.percentile, projections=projections, progress=True,
+                            calibration_cells=held_out)
     counts = ", ".join(f"{name} {count}" for name, count in zip(gallery.classes, gallery.meta["class_counts"]))
     print(f"wrote {gallery.path}: {len(gallery)} cells x {gallery.embedding_dim} dims ({counts}); "
-          f"a cell is flagged as atypical above the {gallery.calibration.percentile:g}th percentile of the "
-          f"training cells (k = {gallery.calibration.k} neighbours)")
+          f"a cell is flagged as atypical above the {gallery.calibration.percentile:g}th percentile of "
+          f"{gallery.meta['atypicality']['calibrated_on']} (k = {gallery.calibration.k} neighbours)")
     return 0
 
 

@@ -22,6 +22,8 @@ from xcyto.errors import ImageError
 #: Largest image accepted, in pixels. Checked from the file header before decoding, so
 #: a huge or malicious file cannot exhaust memory. Whole slides belong in a tiler.
 MAX_PIXELS = 50_000_000
+#: Smallest side (pixels) of an image worth classifying or explaining.
+MIN_SIDE = 8
 
 #: File extensions read as images (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"})
@@ -71,6 +73,14 @@ def read_image(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXE
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError.
         raise ImageError(f"{name}: cannot decode image ({error})") from None
+
+
+def check_cell_size(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` if both sides have at least ``MIN_SIDE`` pixels, else an ImageError naming it."""
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"{name}: {array.shape[1]} x {array.shape[0]} pixels is too small for a cell "
+                         f"(need at least {MIN_SIDE} x {MIN_SIDE}); pass a single-cell crop")
+    return array
 
 
 def to_rgb_uint8(obj, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -30,7 +30,7 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
 import gradio as gr  # noqa: E402
 
-from xcyto.data.io import read_image  # noqa: E402
+from xcyto.data.io import check_cell_size, read_image  # noqa: E402
 from xcyto.demo import views  # noqa: E402
 from xcyto.demo.cell_info import DISCLAIMER  # noqa: E402
 from xcyto.demo.cli import DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_SIZE, NEIGHBOURS, example_files  # noqa: E402,F401
@@ -38,7 +38,7 @@ from xcyto.demo.embedding_map import JPEG_QUALITY, MapViews  # noqa: E402
 from xcyto.embedding.projection import check_method  # noqa: E402
 from xcyto.errors import ImageError, XcytoError  # noqa: E402
 from xcyto.explain import DEFAULT_METHODS, explain, get_method, list_methods, resolve_bundle  # noqa: E402
-from xcyto.explain.api import MIN_SIDE, gallery_for  # noqa: E402
+from xcyto.explain.api import gallery_for  # noqa: E402
 from xcyto.explain.render import OVERLAY_OPACITY, figure_png  # noqa: E402
 from xcyto.plotting import class_colors  # noqa: E402
 
@@ -207,9 +207,10 @@ class Demo:
             array = read_image(path)
         except ImageError as error:
             raise _error(str(error).replace(str(path), name), "Cannot use this file") from None
-        if min(array.shape[:2]) < MIN_SIDE:  # explain() refuses it too, but could not name the file
-            raise _error(f"{name}: {array.shape[1]} x {array.shape[0]} pixels is too small to explain (need at "
-                         f"least {MIN_SIDE} x {MIN_SIDE}); upload a single-cell crop", "Cannot use this file")
+        try:  # explain() refuses it too, but could not name the upload
+            check_cell_size(array, name)
+        except ImageError as error:
+            raise _error(str(error), "Cannot use this file") from None
         if notify:
             try:
                 with Image.open(path) as header:

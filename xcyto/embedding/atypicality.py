@@ -17,7 +17,14 @@ among the training cells, and their maximum calibrated once more:
   ReLU features all point into one orthant, and a blank field or noise can sit at an
   unremarkable *cosine* distance while being far outside the training spread.
 
-Each view's distance is divided by the ``percentile`` (99th) of its training reference,
+**Held-out calibration.** When cells the model was not trained on are at hand (the
+validation split), :func:`calibrate_held_out` replaces the references by their distances
+to the training cells: the threshold then comes from cells as new to the model as the
+ones it will be asked about, rather than from training cells whose features the model
+has fitted (leave-one-out and cross-fitting only partly undo that, so the training
+reference is optimistic and flags too many new cells).
+
+Each view's distance is divided by the ``percentile`` (99th) of its reference,
 so both read "1 = as far out as the 1% most unusual training cells"; the larger of the
 two is the combined value. A cell's **score** is the percentile (0-100) of its combined
 value among the training cells'; it is flagged "unlike the training cells" when the
@@ -156,6 +163,25 @@ def calibrate(index: NeighbourIndex, k: int = DEFAULT_K, percentile: float = DEF
     return Calibration(k=k, percentile=float(percentile), knn_reference=knn_reference,
                        spread_reference=spread_reference, combined_reference=np.sort(combined),
                        mean=mean, whitening=whitening)
+
+
+#: Fewest held-out cells worth calibrating on; with fewer, the training cells' references stay.
+MIN_HELD_OUT = 30
+
+
+def calibrate_held_out(calibration: Calibration, index: NeighbourIndex, held_out: np.ndarray) -> Calibration:
+    """``calibration`` with references from ``held_out`` ``(N, D)`` unit-norm embeddings of
+    cells outside the gallery: their k-th neighbour distance among all gallery cells and
+    their distance from the gallery's spread (the full fit)."""
+    queries = np.asarray(held_out, dtype=np.float32)
+    knn = kth_distances(index, torch.from_numpy(queries), calibration.k)
+    spread = calibration.spread_distance(queries)
+    knn_reference, spread_reference = np.sort(knn), np.sort(spread)
+    combined = np.maximum(knn / _scale(knn_reference, calibration.percentile),
+                          spread / _scale(spread_reference, calibration.percentile))
+    return Calibration(k=calibration.k, percentile=calibration.percentile, knn_reference=knn_reference,
+                       spread_reference=spread_reference, combined_reference=np.sort(combined),
+                       mean=calibration.mean, whitening=calibration.whitening)
 
 
 def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from xcyto import __version__
 from xcyto.atomic import replace_dir
-from xcyto.embedding.atypicality import (DEFAULT_K, DEFAULT_PERCENTILE, Calibration, calibrate,
-                                         compact_whitening, expand_whitening)
+from xcyto.embedding.atypicality import (DEFAULT_K, DEFAULT_PERCENTILE, MIN_HELD_OUT, Calibration, calibrate,
+                                         calibrate_held_out, compact_whitening, expand_whitening)
 from xcyto.embedding.embed import THUMBNAIL_SIZE, embed_cells, thumbnail
 from xcyto.embedding.projection import EmbeddingMap, check_method, fit_map, load_map, save_map
 from xcyto.embedding.search import NeighbourIndex, SearchResult
@@ -192,8 +192,13 @@ class Gallery:
 # -- building ---------------------------------------------------------------------------
 def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_size: int = 64,
                   k: int = DEFAULT_K, percentile: float = DEFAULT_PERCENTILE,
-                  projections: tuple[str, ...] = ("pca",), progress: bool = False) -> Gallery:
+                  projections: tuple[str, ...] = ("pca",), progress: bool = False,
+                  calibration_cells=None) -> Gallery:
     """Embed every cell of ``dataset`` (the training cells) and write ``bundle.gallery_dir``.
+
+    ``calibration_cells``: held-out cells (the validation split, a ``CellDataset``) on which
+    the atypicality flag is calibrated; without them (or with fewer than ``MIN_HELD_OUT``)
+    it is calibrated on the training cells themselves (leave-one-group-out, cross-fitted).
 
     The folder is written beside the bundle and renamed into place, so a crash leaves
     the old gallery (or none), never half of one. ``projections`` are fitted now;
@@ -214,6 +219,11 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
     groups = [str(sample.group) for sample in samples]
     index = NeighbourIndex(stored, labels, len(bundle.classes), groups=group_codes(groups))
     calibration = calibrate(index, k=k, percentile=percentile)
+    calibrated_on = ("training cells (k-NN leave-one-group-out, Ledoit-Wolf Mahalanobis 5-fold cross-fitted)")
+    if calibration_cells is not None and len(calibration_cells) >= MIN_HELD_OUT:
+        held_out = embed_cells(bundle, calibration_cells.samples, batch_size=batch_size)
+        calibration = calibrate_held_out(calibration, index, held_out)
+        calibrated_on = f"{len(calibration_cells)} held-out cells ({calibration_cells.name})"
     stored_whitening, whitening_scale = compact_whitening(calibration.whitening)
     meta = {
         "format": FORMAT,
@@ -233,8 +243,9 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
                         "whitening_scale": whitening_scale,
                         "threshold": calibration.threshold,
                         "calibration_cells": int(len(calibration.knn_reference)),
-                        "method": "max of k-NN cosine distance (leave-one-out) and Ledoit-Wolf "
-                                  "Mahalanobis (5-fold cross-fitted) percentiles"},
+                        "calibrated_on": calibrated_on,
+                        "method": "max of the k-th nearest neighbour's cosine distance and the Ledoit-Wolf "
+                                  "Mahalanobis distance, each scaled by its reference percentile"},
         "cell_ids": [sample.cell_id for sample in samples],
         "groups": groups,
     }

@@ -12,7 +12,7 @@ import torch
 import xcyto
 from xcyto import __version__
 from xcyto.bundle import Bundle, load
-from xcyto.data.io import read_image, to_rgb_uint8
+from xcyto.data.io import check_cell_size, read_image, to_rgb_uint8
 from xcyto.errors import ExplainError, ImageError, XcytoError
 from xcyto.explain.batched import DEFAULT_METHODS, NORMALISE, display_maps, explain_batch, method_settings
 from xcyto.explain.registry import get_method, resolve_methods
@@ -23,8 +23,6 @@ from xcyto.models import get_spec
 BUNDLE_ENV = "XCYTO_BUNDLE"
 #: Images per forward pass when a list is explained (memory-heavy methods chunk further).
 BATCH_SIZE = 32
-#: Smallest side (pixels) of an image worth explaining.
-MIN_SIDE = 8
 
 _BUNDLES: dict[str, tuple[int, Bundle]] = {}
 
@@ -97,10 +95,7 @@ def load_images(image) -> tuple[list[np.ndarray], list[str], bool]:
                 array = to_rgb_uint8(item)
             except ImageError as error:
                 raise ImageError(f"{name}: {error}") from None
-        if min(array.shape[:2]) < MIN_SIDE:
-            raise ImageError(f"{name}: {array.shape[1]} x {array.shape[0]} pixels is too small to explain "
-                             f"(need at least {MIN_SIDE} x {MIN_SIDE}); pass a single-cell crop")
-        arrays.append(array)
+        arrays.append(check_cell_size(array, name))
         names.append(name)
     return arrays, names, single
 

@@ -100,27 +100,39 @@ def collect_images(arguments) -> list[Path]:
 
 
 def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list[dict]:
-    """Classify image files; a CSV row per image (unreadable images get an ``error``)."""
-    from xcyto.data.io import read_image
+    """Classify image files; a CSV row per image with its probabilities and, when the bundle
+    has a gallery, how unlike the training cells it is (``atypicality`` percentile, ``atypical``
+    flag). Unreadable or too small images get an ``error`` and the rest go on."""
+    from xcyto.data.io import check_cell_size, read_image
+    from xcyto.embedding.gallery import load_gallery
     from xcyto.errors import ImageError
+    from xcyto.models import evaluating
 
     bundle = load(bundle_path)
+    gallery = load_gallery(bundle)
     paths = collect_images(images)
     rows, readable, arrays = [], [], []
     for path in paths:
         try:
-            arrays.append(read_image(path))
+            arrays.append(check_cell_size(read_image(path), str(path)))
             readable.append(len(rows))
             rows.append({"path": str(path), "error": ""})
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
     for start in range(0, len(arrays), batch_size):
         batch = bundle.preprocess(arrays[start:start + batch_size])
-        probabilities = bundle.probabilities(bundle.predict_logits(batch)).cpu().numpy()
-        for row_index, p in zip(readable[start:start + batch_size], probabilities):
+        with torch.no_grad(), evaluating(bundle.model) as model:
+            features = model.forward_embedding(batch)
+            probabilities = bundle.probabilities(model.forward_head(features)).cpu().numpy()
+        if gallery is not None:
+            scores, flags = gallery.atypicality(torch.nn.functional.normalize(features.float(), dim=1).cpu())
+        for offset, (row_index, p) in enumerate(zip(readable[start:start + batch_size], probabilities)):
             rows[row_index].update(predicted=bundle.classes[int(p.argmax())], confidence=f"{p.max():.4f}",
                                    **{f"p_{name}": f"{value:.4f}" for name, value in zip(bundle.classes, p)})
-    columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in bundle.classes], "error"]
+            if gallery is not None:
+                rows[row_index].update(atypicality=f"{float(scores[offset]):.1f}", atypical=int(bool(flags[offset])))
+    columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in bundle.classes],
+               *(["atypicality", "atypical"] if gallery is not None else []), "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="")
     writer.writeheader()

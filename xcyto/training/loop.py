@@ -279,10 +279,11 @@ def _explanation_checks(bundle: Bundle, data: RunData, seed: int) -> dict:
 
 
 def _build_gallery(bundle: Bundle, data: RunData) -> None:
-    """Store the training cells' embeddings in the bundle (neighbours, maps, atypicality)."""
+    """Store the training cells' embeddings in the bundle (neighbours, maps, atypicality),
+    the atypicality flag calibrated on the validation cells."""
     from xcyto.embedding import build_gallery
 
-    build_gallery(bundle, data.train_dataset)
+    build_gallery(bundle, data.train_dataset, calibration_cells=data.dataset.subset(data.split.val))
 
 
 def _gather_checksums(model: nn.Module) -> list[float]:
