@@ -301,3 +301,21 @@ def test_report_in_chromium_loads_every_image_and_filters_by_class_pair(planted_
     assert check.pair is not None and check.shown_after_filter == check.expected_after_filter > 0
     assert check.wrong_after_filter == 0 and check.shown_after_reset == check.cards
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle):
+    """Not only on the shipped bundle: the session's small CNN, trained minutes ago. Three of
+    its confidently right held-out cells get a wrong label; they lead the audit."""
+    from xcyto.cli.embedding import load_cells
+
+    cells, _ = load_cells(tiny_bundle, "synthetic", "test")
+    probabilities = tiny_bundle.probabilities(tiny_bundle.predict_logits(
+        tiny_bundle.preprocess([sample.image for sample in cells.samples]))).numpy()
+    confident = [i for i in np.argsort(-probabilities.max(axis=1))
+                 if probabilities[i].argmax() == cells.labels[i]][:3]
+    wrong = {int(i): int((cells.labels[i] + 2) % len(cells.classes)) for i in confident}
+    result = audit(tiny_bundle, with_labels(cells, wrong), methods="gradcam", map_method=None)
+    planted_ids = {cells.samples[i].cell_id for i in wrong}
+    assert {case.cell_id for case in result.cases[:3]} == planted_ids, \
+        [(c.rank, c.cell_id, c.given, c.predicted, round(c.suspicion, 3)) for c in result.cases[:6]]
+    assert all(case.kind in ("label_error", "disagreement") for case in result.cases[:3])

@@ -89,3 +89,40 @@ def _edit(path, drop=None, **changes):
     if drop:
         config.pop(drop)
     (path / "bundle.json").write_text(json.dumps(config))
+
+
+def test_a_save_killed_midway_leaves_the_old_bundle_whole(tmp_path):
+    """A second process saves new weights over the bundle and is killed (SIGKILL, no cleanup)
+    halfway through writing them: the bundle on disk is still the old one, complete."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundle = make_bundle()
+    bundle.save(tmp_path / "b")
+    before = xcyto.load(tmp_path / "b")
+    script = f"""
+import os, signal, torch, xcyto
+import xcyto.bundle as bundle_module
+bundle = xcyto.load({str(tmp_path / "b")!r})
+with torch.no_grad():
+    for parameter in bundle.model.parameters():
+        parameter.add_(1.0)
+
+def half_then_die(tensors, path, *args, **kwargs):
+    with open(path, "wb") as handle:
+        handle.write(b"half a file")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+bundle_module.save_file = half_then_die
+bundle.save({str(tmp_path / "b")!r})
+"""
+    completed = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == -9, completed.stderr  # killed, as planned
+    after = xcyto.load(tmp_path / "b")
+    assert after.sha256 == before.sha256
+    for name, tensor in before.model.state_dict().items():
+        assert torch.equal(tensor, after.model.state_dict()[name]), name

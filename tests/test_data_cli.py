@@ -81,7 +81,6 @@ def test_summary_of_real_herlev_40px_masks(herlev_masks_root, capsys):
 
 
 def test_synth_then_summary(tmp_path, capsys):
-    pytest.importorskip("xcyto.data.synthetic", reason="synthetic generator not written yet")
     out_dir = tmp_path / "synthetic-cells"
     assert main(["data", "synth", "--n", "20", "--size", "32", "--seed", "0", "--out", str(out_dir)]) == 0
     assert str(out_dir) in capsys.readouterr().out

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import xcyto
+from xcyto.embedding import load_gallery
 from xcyto.errors import ExplainError, ImageError
 from xcyto.explain import Explanation, explain
 from xcyto.explain import api
@@ -239,7 +240,9 @@ def test_neighbours_and_atypicality_come_from_the_gallery():
     similarities = [n.similarity for n in explanation.neighbours]
     assert similarities == sorted(similarities, reverse=True)
     assert set(explanation.nearest_per_class) <= set(trained.classes)
-    assert explanation.atypicality is not None and isinstance(explanation.atypical, bool)
+    scores, flags = load_gallery(trained).atypicality(torch.from_numpy(explanation.embedding[None]))
+    assert explanation.atypicality == pytest.approx(float(scores[0])) and explanation.atypical == bool(flags[0])
+    assert 0 <= explanation.atypicality <= 100
     assert explanation.neighbours[0].thumbnail.ndim == 3
     figure = explanation.plot()
     assert sum("sim" in axis.get_title() for axis in figure.axes) == 5

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import xcyto
-from xcyto.errors import TrainingError
+from xcyto.errors import DataError, TrainingError
 from xcyto.training import loop
 from tests.tiny import TINY_SETTINGS
 
@@ -102,3 +102,33 @@ def test_two_process_ddp_on_cpu_agrees_on_the_weights(tmp_path):
     assert metrics["distributed"]["world_size"] == 2 and len(checksums) == 2
     assert checksums[0] == checksums[1]
     assert xcyto.load(tmp_path / "bundle").classes
+
+
+def test_early_stopping_stops_and_the_bundle_holds_the_best_epoch(tmp_path):
+    # a learning rate so small that validation macro-F1 cannot beat epoch 1: stale from epoch 2 on
+    settings = {**TINY_SETTINGS, "epochs": 6, "patience": 2, "lr": 1e-7, "synthetic_n": 150, "gallery": False}
+    result = xcyto.train(**settings, out=str(tmp_path))
+    scores = [entry["val_macro_f1"] for entry in result.history]
+    best_epoch = result.metrics["best_epoch"]
+    assert best_epoch == 1 + scores.index(max(scores))
+    assert result.metrics["epochs_run"] == len(result.history) == best_epoch + 2 < 6
+    bundle_weights = load_file(tmp_path / "bundle" / "model.safetensors")
+    best = load_file(tmp_path / "best.safetensors")
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(bundle_weights[name], best[name]) for name in best)
+    assert any(not torch.equal(bundle_weights[name], last[name]) for name in best)  # not the last epoch's
+
+
+def test_a_hand_edited_leaky_split_manifest_is_refused(tmp_path):
+    settings = {**TINY_SETTINGS, "epochs": 1, "synthetic_n": 80, "gallery": False}
+    xcyto.train(**settings, out=str(tmp_path / "first"))
+    lines = (tmp_path / "first" / "split.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+    split = header.index("split")
+    moved = next(row for row in rows if row[split] != "train")
+    moved[split] = "train"  # one cell moved to training, its source image's other cells still held out
+    leaky = tmp_path / "leaky.csv"
+    leaky.write_text("\n".join([lines[0]] + [",".join(row) for row in rows]) + "\n")
+    with pytest.raises(DataError, match="share a group with a cell in another split"):
+        xcyto.train(**settings, split_manifest=str(leaky), out=str(tmp_path / "second"))
+    assert not (tmp_path / "second" / "checkpoint.pt").exists()
