@@ -84,7 +84,10 @@ def test_compare_resumes_an_interrupted_run_and_writes_the_leaderboard(tmp_path,
     assert set(board) == {"small_cnn", "small_cnn_lr-0.001", "ensemble (equal)", "ensemble (fitted)"}
     assert board["small_cnn"]["folds"] == 2 and board["small_cnn"]["accuracy_std"] is not None
     markdown = (out / "leaderboard.md").read_text()
-    assert "| model | folds | accuracy ↑ | macro-F1 ↑ | 2-class accuracy ↑ | ECE ↓ | training time (s) ↓" in markdown
+    assert ("| model | folds | accuracy ↑ | macro-F1 ↑ | 2-class accuracy ↑ | abnormal sensitivity ↑ | "
+            "abnormal specificity ↑ | ECE ↓ | training time (s) ↓") in markdown
+    small = [row for row in rows if row["model"] == "small_cnn"]
+    assert all(0 <= float(row["val_macro_f1"]) <= 1 and 0 <= float(row["sensitivity"]) <= 1 for row in small)
     assert (out / "leaderboard.png").stat().st_size > 0 and (out / "leaderboard.csv").is_file()
 
     with pytest.raises(TrainingError, match="other settings"):
@@ -111,3 +114,15 @@ def test_compare_command_help_and_bad_models(capsys):
     assert "examples:" in capsys.readouterr().out
     assert main(["compare", "--data", DATA, "--models", "no_such_net", "--out", "/nonexistent/x"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_only_some_folds_train_first_and_the_rest_later(tmp_path):
+    first = compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, only_folds=[1], **SETTINGS)
+    assert [row["fold"] for row in first.results] == [1]
+    assert not (tmp_path / "small_cnn" / "fold-0").exists()
+    trained = (tmp_path / "small_cnn" / "fold-1" / "metrics.json").stat().st_mtime_ns
+    both = compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, **SETTINGS)
+    assert sorted(row["fold"] for row in both.results) == [0, 1]
+    assert (tmp_path / "small_cnn" / "fold-1" / "metrics.json").stat().st_mtime_ns == trained  # not trained again
+    with pytest.raises(TrainingError, match="folds to run"):
+        compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, only_folds=[2], **SETTINGS)

@@ -52,6 +52,8 @@ def register(subparsers) -> None:
                               "e.g. 'efficientnet_lite0,resnet18[backbone_lr_mult=1],small_cnn'")
     compare.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
     compare.add_argument("--out", required=True, help="comparison folder")
+    compare.add_argument("--only-folds", default=None,
+                         help="train only these folds, e.g. '0' to choose settings on fold 0's validation cells")
     compare.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                          help="do not test the ensemble of each fold's models")
     add_data_options(compare)
@@ -94,8 +96,18 @@ def run_compare(args) -> int:
     for key in ("data", "scheme", "seed", "val_fraction", "out"):
         settings.pop(key)
     compare(args.data, args.models, args.out, folds=args.folds, seed=args.seed, scheme=args.scheme,
-            val_fraction=args.val_fraction, ensemble=args.ensemble, **settings)
+            val_fraction=args.val_fraction, ensemble=args.ensemble,
+            only_folds=None if args.only_folds is None else _fold_list(args.only_folds), **settings)
     return 0
+
+
+def _fold_list(text: str) -> list[int]:
+    from xcyto.errors import TrainingError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TrainingError(f"--only-folds {text!r}: expected fold numbers such as '0' or '0,2'") from None
 
 
 def run_ensemble(args) -> int:

@@ -32,7 +32,8 @@ from xcyto.training.config import TrainConfig
 
 #: (key in results, column title, better) of the leaderboard, in order.
 METRICS = (("accuracy", "accuracy", "higher"), ("macro_f1", "macro-F1", "higher"),
-           ("binary_accuracy", "2-class accuracy", "higher"), ("ece", "ECE", "lower"),
+           ("binary_accuracy", "2-class accuracy", "higher"), ("sensitivity", "abnormal sensitivity", "higher"),
+           ("specificity", "abnormal specificity", "higher"), ("ece", "ECE", "lower"),
            ("train_seconds", "training time (s)", "lower"))
 #: Settings that may change between runs of one comparison without invalidating it
 #: (paths may be given relative or absolute; the fold manifests' content is checked instead).
@@ -124,7 +125,7 @@ def _convert(value: str, kind, key: str):
 
 
 def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str | None = None,
-            val_fraction: float = 0.15, ensemble: bool = True, **settings) -> Comparison:
+            val_fraction: float = 0.15, ensemble: bool = True, only_folds=None, **settings) -> Comparison:
     """Train every model on every fold (skipping finished runs, resuming interrupted
     ones), test each on its held-out fold, and write the leaderboard.
 
@@ -132,6 +133,8 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     ``settings``: :class:`TrainConfig` fields shared by all models (``image_size``,
     ``epochs``, ``batch_size``, ...). ``ensemble``: also test the soft-voting ensemble
     of each fold's bundles, with equal weights and with weights fitted on validation.
+    ``only_folds``: train these folds only (e.g. ``[0]`` to choose settings on fold 0's
+    validation cells before running every fold); the others are left for a later call.
     """
     from xcyto.training.data import load_run_dataset
 
@@ -146,8 +149,12 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     _record_settings(out, base, folds, entries, manifest_text(dataset, split))
     fold_manifests = [_fold_manifest(out, dataset, split, k, val_fraction, seed) for k in range(folds)]
 
+    chosen = range(folds) if only_folds is None else sorted(set(int(k) for k in only_folds))
+    if any(not 0 <= k < folds for k in chosen):
+        raise TrainingError(f"folds to run must be in 0..{folds - 1}, got {list(only_folds)}")
     started = time.perf_counter()
-    for k, manifest in enumerate(fold_manifests):
+    for k in chosen:
+        manifest = fold_manifests[k]
         for entry in entries:
             config = replace(base, model=entry.architecture, out=str(out / entry.label / f"fold-{k}"),
                              split_manifest=str(manifest), **entry.overrides)
@@ -200,7 +207,8 @@ def _run(config: TrainConfig, what: str) -> None:
     run_dir = Path(config.out)
     saved = run_dir / "settings.json"
     if saved.is_file():
-        previous = json.loads(saved.read_text())["config"]
+        # a setting added to xcyto after that run was made has its default there
+        previous = {**TrainConfig().to_dict(), **json.loads(saved.read_text())["config"]}
         wanted = config.to_dict()
         changed = sorted(key for key in wanted if key not in RUNTIME_SETTINGS and previous.get(key) != wanted[key])
         if changed:
@@ -254,8 +262,11 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             metrics = json.loads((run_dir / "metrics.json").read_text())
             if entry.label not in parameters:
                 parameters[entry.label] = _parameter_count(run_dir / "bundle")
-            rows.append(_row(entry.label, k, metrics["test"], metrics.get("train_seconds"), parameters[entry.label],
-                             ece_key="ece_calibrated"))
+            row = _row(entry.label, k, metrics["test"], metrics.get("train_seconds"), parameters[entry.label],
+                       ece_key="ece_calibrated")
+            row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
+                       best_epoch=metrics.get("best_epoch"), epochs_run=metrics.get("epochs_run"))
+            rows.append(row)
     if ensemble:
         for k in range(folds):
             path = out / "ensemble" / f"fold-{k}.json"
@@ -271,10 +282,14 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
 
 
 def _row(model: str, fold: int, test: dict, seconds, parameters: int, ece_key: str) -> dict:
-    binary = test.get("binary_accuracy", (test.get("binary") or {}).get("accuracy"))
+    binary = test.get("binary") or {}
+    def read(key):
+        return test.get(f"binary_{key}", binary.get(key))
     return {"model": model, "fold": fold, "n_test": test["n"], "accuracy": test["accuracy"],
-            "macro_f1": test["macro_f1"], "binary_accuracy": binary, "ece": test[ece_key],
-            "train_seconds": seconds, "parameters": parameters}
+            "macro_f1": test["macro_f1"], "binary_accuracy": read("accuracy"), "sensitivity": read("sensitivity"),
+            "specificity": read("specificity"), "ece": test[ece_key], "train_seconds": seconds,
+            "parameters": parameters, "val_accuracy": None, "val_macro_f1": None, "best_epoch": None,
+            "epochs_run": None}
 
 
 def _parameter_count(bundle_path: Path) -> int:
@@ -292,7 +307,7 @@ def leaderboard(results: list[dict]) -> list[dict]:
         entry = {"model": model, "folds": len(rows), "n_test": int(sum(row["n_test"] for row in rows)),
                  "parameters": rows[0]["parameters"]}
         for key, _, _ in METRICS:
-            values = np.array([row[key] for row in rows if row[key] is not None], dtype=float)
+            values = np.array([row[key] for row in rows if row.get(key) is not None], dtype=float)
             entry[f"{key}_mean"] = float(values.mean()) if len(values) else None
             entry[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         board.append(entry)
@@ -337,13 +352,13 @@ def plot_leaderboard(results: list[dict], board: list[dict]):
 
     from xcyto.plotting import class_colors
 
-    keys = [(key, name) for key, name, _ in METRICS if any(row[key] is not None for row in results)]
+    keys = [(key, name) for key, name, _ in METRICS if any(row.get(key) is not None for row in results)]
     models = [entry["model"] for entry in board]
     colors = class_colors(models)
     figure, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys) + 1, 3.6), squeeze=False)
     for axis, (key, name) in zip(axes[0], keys):
         for position, entry in enumerate(board):
-            values = [row[key] for row in results if row["model"] == entry["model"] and row[key] is not None]
+            values = [row[key] for row in results if row["model"] == entry["model"] and row.get(key) is not None]
             if not values:
                 continue
             axis.bar(position, np.mean(values), color=colors[entry["model"]], alpha=0.45,
