@@ -126,3 +126,24 @@ bundle.save({str(tmp_path / "b")!r})
     assert after.sha256 == before.sha256
     for name, tensor in before.model.state_dict().items():
         assert torch.equal(tensor, after.model.state_dict()[name]), name
+
+
+def test_tta_gives_one_answer_for_the_8_views_and_survives_saving(tmp_path):
+    from xcyto.bundle import dihedral_views
+
+    bundle = make_bundle()
+    bundle.config["tta"] = {"enabled": True, "views": "dihedral-8"}
+    batch = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    averaged = bundle.predict_probabilities(batch)
+    assert torch.allclose(averaged.sum(1), torch.ones(3))
+    for view in dihedral_views(batch):  # every rotation/mirror of the cell: the same prediction
+        torch.testing.assert_close(bundle.predict_probabilities(view), averaged, atol=1e-6, rtol=1e-5)
+    single = bundle.predict_probabilities(batch, tta=False)
+    torch.testing.assert_close(single, bundle.probabilities(bundle.predict_logits(batch)))
+    assert not torch.allclose(single, averaged)  # an untrained CNN is not rotation-invariant by itself
+    bundle.save(tmp_path / "b")
+    loaded = xcyto.load(tmp_path / "b")
+    assert loaded.tta
+    torch.testing.assert_close(loaded.predict_probabilities(batch), averaged)
+    assert {tuple(view.shape) for view in dihedral_views(batch)} == {(3, 3, 32, 32)}
+    assert len({view.flatten().tolist().__str__() for view in dihedral_views(batch[:1])}) == 8

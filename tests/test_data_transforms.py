@@ -153,3 +153,23 @@ def test_real_herlev_masks_follow_transforms(herlev_masks_root):
     masks = item["masks"]
     assert item["mask_present"][:2].all() and masks[0].any()
     assert not (masks[0] & ~masks[1]).any()
+
+
+def test_dihedral_augmentation_gives_exact_symmetries_of_the_cell():
+    from xcyto.bundle import dihedral_views
+    from xcyto.data.transforms import eval_transform, train_transform
+
+    image = (np.random.default_rng(3).random((40, 40, 3)) * 255).astype(np.uint8)
+    plain = eval_transform(32)(image)
+    augment = train_transform(32, rotation="dihedral", color_jitter=0.0, stain_jitter=0.0, blur_probability=0.0)
+    views = dihedral_views(plain[None])
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out = augment(image)
+        matches = [index for index, view in enumerate(views) if torch.equal(out, view[0])]
+        assert len(matches) == 1  # exactly one of the 8 symmetries, no interpolation
+        seen.add(matches[0])
+    assert len(seen) == 8
+    with pytest.raises(DataError, match="rotation must be one of"):
+        train_transform(32, rotation="sideways")

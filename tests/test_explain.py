@@ -268,3 +268,18 @@ def test_maps_on_the_image_as_given_drop_the_padding(bundle, height, width):
     assert one.overlay_on_image("gradcam").shape == (height, width, 3)
     if height != width:  # a padded band of the model's map is not part of the image
         assert (left, top) != (0, 0)
+
+
+def test_explaining_a_tta_bundle_reports_the_8_view_prediction_and_says_so(tmp_path):
+    bundle = xcyto.load(untrained_bundle_path())
+    bundle.config["tta"] = {"enabled": True, "views": "dihedral-8"}
+    bundle.save(tmp_path / "tta")
+    tta = xcyto.load(tmp_path / "tta")
+    images = [cell(seed) for seed in range(3)]
+    explained = explain(images, tta, methods="gradcam")
+    expected = tta.predict_probabilities(tta.preprocess(images)).numpy()
+    for one, row in zip(explained, expected):
+        np.testing.assert_allclose(list(one.probabilities.values()), row, atol=1e-5)
+        assert one.target == one.predicted == tta.classes[int(row.argmax())]
+        assert "8 dihedral views" in one.settings["tta"]
+    assert explain(images[0], xcyto.load(untrained_bundle_path()), methods="gradcam").settings["tta"] is None

@@ -132,3 +132,33 @@ def test_a_hand_edited_leaky_split_manifest_is_refused(tmp_path):
     with pytest.raises(DataError, match="share a group with a cell in another split"):
         xcyto.train(**settings, split_manifest=str(leaky), out=str(tmp_path / "second"))
     assert not (tmp_path / "second" / "checkpoint.pt").exists()
+
+
+def test_resume_is_exact_with_mixup_cutmix_and_a_moving_average(tmp_path, monkeypatch):
+    settings = {**TINY_SETTINGS, "epochs": 2, "synthetic_n": 120, "gallery": False, "mixup": 0.4, "cutmix": 1.0,
+                "ema": 0.9, "rotation": "dihedral", "tta": "on"}
+    straight = xcyto.train(**settings, out=str(tmp_path / "straight"))
+    assert all(torch.isfinite(torch.tensor(entry["train_loss"])) for entry in straight.history)
+    real_epoch = loop._train_epoch
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        xcyto.train(**settings, out=str(tmp_path / "resumed"))
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    assert "ema" in torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    xcyto.train(out=str(tmp_path / "resumed"), resume=True)
+    a = load_file(tmp_path / "straight" / "bundle" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "bundle" / "model.safetensors")
+    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+    # the bundle holds the moving average, not the last raw weights
+    raw = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    assert any(not torch.allclose(a[name], raw[name]) for name in a if a[name].is_floating_point())
+    bundle = xcyto.load(tmp_path / "straight" / "bundle")
+    assert bundle.tta and bundle.config["tta"]["chosen_because"] == "tta=on"

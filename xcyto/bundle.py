@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -38,6 +39,13 @@ CONFIG_FILE = "bundle.json"
 GALLERY_DIR = "gallery"
 SPLIT_FILE = "split.csv"
 REQUIRED_KEYS = ("architecture", "classes", "input_size", "mean", "std")
+
+
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 symmetries of the square of a ``(B, C, S, S)`` batch: 4 quarter turns, each
+    also mirrored (the identity first). Exact: no interpolation."""
+    turns = [batch.rot90(k, dims=(-2, -1)) for k in range(4)]
+    return turns + [view.flip(-1) for view in turns]
 
 
 def file_sha256(path: Path) -> str:
@@ -127,8 +135,43 @@ class Bundle:
         return torch.cat([self.model(chunk) for chunk in batch.split(batch_size)])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated class probabilities (see :attr:`calibration`)."""
+        """Calibrated class probabilities (see :attr:`calibration`) of one view's logits."""
         return self.calibration.probabilities(logits)
+
+    @property
+    def tta(self) -> bool:
+        """Whether predictions average the 8 dihedral views (chosen at training, ``bundle.json``)."""
+        return bool((self.config.get("tta") or {}).get("enabled", False))
+
+    @torch.no_grad()
+    def predict_cells(self, samples, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, probabilities)`` of cells (``CellSample``s or anything with ``.image``):
+        the single view's raw logits, and the calibrated probabilities the bundle predicts
+        with (over the 8 views when it uses test-time augmentation)."""
+        transform = self.transform()
+        starts = range(0, len(samples), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="predicting", unit="batch", leave=False)
+        logits, probabilities = [], []
+        for start in starts:
+            batch = torch.stack([transform(sample.image) for sample in samples[start:start + batch_size]])
+            batch = batch.to(self.device)
+            logits.append(self.predict_logits(batch, batch_size).float().cpu())
+            probabilities.append((self.predict_probabilities(batch, batch_size=batch_size) if self.tta
+                                  else self.probabilities(logits[-1])).cpu())
+        classes = len(self.classes)
+        return (torch.cat(logits).numpy() if logits else np.zeros((0, classes), np.float32),
+                torch.cat(probabilities).numpy() if probabilities else np.zeros((0, classes), np.float32))
+
+    @torch.no_grad()
+    def predict_probabilities(self, batch: torch.Tensor, tta: bool | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Calibrated probabilities ``(B, C)`` of a preprocessed batch: with test-time
+        augmentation (``tta``, default the bundle's choice) the mean of the calibrated
+        probabilities over the 8 dihedral views of each cell."""
+        views = dihedral_views(batch) if (self.tta if tta is None else tta) else [batch]
+        return torch.stack([self.probabilities(self.predict_logits(view, batch_size)) for view in views]).mean(0)
 
     def to(self, device) -> "Bundle":
         self.model.to(device)

@@ -189,6 +189,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     embeddings, logits = embed_cells(bundle, dataset.samples, batch_size=batch_size, with_logits=True,
                                      progress=progress)
     probabilities = bundle.probabilities(torch.from_numpy(logits)).numpy()
+    if bundle.tta:  # the bundle predicts with the mean over the 8 dihedral views
+        probabilities = bundle.predict_cells(dataset.samples, batch_size=batch_size)[1]
     labels = np.asarray(dataset.labels)
     predictions = probabilities.argmax(axis=1)
     label_issue, label_flags, thresholds = S.label_issue_scores(labels, probabilities)
@@ -251,7 +253,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     if gallery is not None and built:
         _attach_neighbours(gallery, embeddings, built, classes)
 
-    metrics = classification_metrics(logits, labels, classes, bundle.calibration)
+    metrics = classification_metrics(logits, labels, classes, bundle.calibration, probabilities)
     map_coords, background = _map(gallery, embeddings, map_method)
     settings = {
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from xcyto.training.config import BALANCE, SCHEDULES, TrainConfig
+from xcyto.training.config import BALANCE, ROTATIONS, SCHEDULES, TTA_MODES, TrainConfig
 
 TRAIN_EPILOG = """examples:
   # fine-tune the default (EfficientNet-Lite0, offline ImageNet weights) on Herlev, 7 classes
@@ -103,6 +103,17 @@ def add_fit_options(parser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
                         help="class balancing: none, a weighted loss, or a weighted sampler")
+    parser.add_argument("--rotation", choices=ROTATIONS, default=defaults.rotation,
+                        help="training rotations: any angle, the 8 dihedral views (exact), or none")
+    parser.add_argument("--stain-jitter", type=float, default=defaults.stain_jitter,
+                        help="sigma of the random HED stain rescaling (default %(default)s)")
+    parser.add_argument("--mixup", type=float, default=defaults.mixup, help="MixUp alpha (0: off)")
+    parser.add_argument("--cutmix", type=float, default=defaults.cutmix, help="CutMix alpha (0: off)")
+    parser.add_argument("--ema", type=float, default=defaults.ema,
+                        help="decay of a moving average of the weights, e.g. 0.999 (0: off)")
+    parser.add_argument("--tta", choices=TTA_MODES, default=defaults.tta,
+                        help="test-time augmentation over the 8 dihedral views: auto (on when it does not "
+                             "lower validation macro-F1), on or off")
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="stop after this many epochs without a better validation macro-F1 (0: never)")
     parser.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")

@@ -114,6 +114,7 @@ class CellTransform:
     pad_to_square: bool = True
     flips: bool = False
     rotation_degrees: float = 0.0
+    quarter_turns: bool = False
     photometric: Callable | None = None
 
     def __call__(self, image, masks=None):
@@ -154,6 +155,12 @@ class CellTransform:
                 pixels, mask_stack = F.horizontal_flip(pixels), _maybe(F.horizontal_flip, mask_stack)
             if torch.rand(()) < 0.5:
                 pixels, mask_stack = F.vertical_flip(pixels), _maybe(F.vertical_flip, mask_stack)
+        if self.quarter_turns:  # with the flips: the 8 symmetries of the square, no interpolation
+            turns = int(torch.randint(4, ()))
+            pixels = tv_tensors.wrap(pixels.as_subclass(torch.Tensor).rot90(turns, dims=(-2, -1)), like=pixels)
+            if mask_stack is not None:
+                mask_stack = tv_tensors.wrap(mask_stack.as_subclass(torch.Tensor).rot90(turns, dims=(-2, -1)),
+                                             like=mask_stack)
         if self.rotation_degrees > 0:
             angle = float((torch.rand(()) * 2 - 1) * self.rotation_degrees)
             pixels = _rotate_with_fill(pixels, angle, fill)
@@ -177,13 +184,19 @@ def fit_box(height: int, width: int, size: int, pad_to_square: bool = True) -> t
     return (size - new_width) // 2, (size - new_height) // 2, new_width, new_height
 
 
+ROTATIONS = ("any_angle", "dihedral", "none")
+
+
 def train_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     preprocessing: str = "none", pad_to_square: bool = True, flips: bool = True,
-                    rotation_degrees: float = 180.0, color_jitter: float = 0.15, hue_jitter: float = 0.0,
+                    rotation: str = "any_angle", color_jitter: float = 0.15, hue_jitter: float = 0.0,
                     stain_jitter: float = 0.05, blur_probability: float = 0.2) -> CellTransform:
-    """Augmenting transform: h/v flips, rotation by any angle, colour and stain jitter, mild blur.
+    """Augmenting transform: h/v flips, rotation, colour and stain jitter, mild blur.
 
-    Cells have no canonical orientation, so any rotation and both flips are label-preserving.
+    Cells have no canonical orientation, so rotations and flips are label-preserving.
+    ``rotation``: ``"any_angle"`` (bilinear, corners filled with the background colour),
+    ``"dihedral"`` (quarter turns: with the flips, the 8 symmetries of the square, exact)
+    or ``"none"``. ``stain_jitter``: sigma of the HED stain rescaling.
     Hue jitter is off by default: stain jitter already shifts hues, and torchvision's
     HSV round trip costs ~10 ms per 224 px cell (the rest of the pipeline ~5 ms).
     """
@@ -192,9 +205,12 @@ def train_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, s
         StainJitter(stain_jitter),
         v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.0))], p=blur_probability),
     ]
+    if rotation not in ROTATIONS:
+        raise DataError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
     return CellTransform(size=_check_size(size), mean=_check_stats(mean, "mean"), std=_check_stats(std, "std"),
                          preprocessing=_check_preprocessing(preprocessing), pad_to_square=pad_to_square,
-                         flips=flips, rotation_degrees=float(rotation_degrees), photometric=v2.Compose(photometric))
+                         flips=flips, rotation_degrees=180.0 if rotation == "any_angle" else 0.0,
+                         quarter_turns=rotation == "dihedral", photometric=v2.Compose(photometric))
 
 
 def eval_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

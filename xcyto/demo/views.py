@@ -45,6 +45,9 @@ def verdict_html(explanation) -> str:
     e = explanation
     parts = [f"<div class='xc-verdict'><span class='xc-predicted'>{_esc(e.predicted)}</span> "
              f"<span class='xc-confidence'>calibrated probability {e.confidence:.2f}</span>"]
+    if e.settings.get("tta"):
+        parts.append("<div class='xc-note'>Probability: the mean over the cell's 8 rotations and mirror images "
+                     "(test-time augmentation); the heatmaps explain the cell as uploaded.</div>")
     if e.target != e.predicted:
         parts.append(f"<div class='xc-note'>The heatmaps explain the class <b>{_esc(e.target)}</b> "
                      f"(probability {e.probabilities[e.target]:.2f}), not the prediction.</div>")

@@ -189,10 +189,14 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     spec = get_spec(bundle.architecture)
     mean, std = tuple(bundle.config["mean"]), tuple(bundle.config["std"])
 
-    chunks = []
+    chunks, averaged = [], []
     for start in range(0, len(arrays), batch_size):
         batch = bundle.preprocess(arrays[start:start + batch_size])
         chunk_targets = None if targets is None else targets[start:start + batch_size]
+        if bundle.tta:  # the prediction is the mean over 8 views; the maps explain this view of its class
+            averaged.append(bundle.predict_probabilities(batch).cpu())
+            if chunk_targets is None:
+                chunk_targets = averaged[-1].argmax(dim=1).tolist()
         result = explain_batch(bundle.model, batch, methods, chunk_targets, layer=spec.cam_layer(bundle.input_size),
                                embedding_layer=spec.embedding_layer, mean=mean, std=std, normalise=None,
                                options=method_options)
@@ -204,7 +208,7 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
         return tensors[0] if len(tensors) == 1 else torch.cat([t.cpu() for t in tensors])
 
     logits = gather(r.logits for r in results)
-    probabilities = bundle.probabilities(logits).cpu().numpy()
+    probabilities = (torch.cat(averaged) if averaged else bundle.probabilities(logits)).cpu().numpy()
     chosen = gather(r.targets for r in results).cpu().numpy()
     views = gather(chunk[1] for chunk in chunks)
     embedding = None if results[0].embedding is None else gather(r.embedding for r in results)
@@ -238,6 +242,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
         "temperature": bundle.temperature, "input_size": bundle.input_size, "normalise": normalise,
         "display": "clip(max(raw, 0) / p99(|raw|), 0, 1)", "xcyto_version": __version__,
         "device": str(bundle.device), "seed": int(method_options.get("seed", 0)),
+        "tta": "mean of the calibrated probabilities over the 8 dihedral views; the maps explain the view "
+               "as given" if bundle.tta else None,
         "methods": results[0].settings,
     }
     recorded = _recorded_checks(bundle, results[0].settings)

@@ -96,7 +96,8 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     axis.set_title("* explained class", fontsize=8)
 
     title = f"{Path(str(explanation.source)).name}: " if explanation.source and not str(explanation.source).startswith("image ") else ""
-    title += f"predicted {explanation.predicted} ({explanation.confidence:.2f})"
+    title += f"predicted {explanation.predicted} ({explanation.confidence:.2f}"
+    title += ", mean of 8 rotated/flipped views)" if explanation.settings.get("tta") else ")"
     if explanation.target != explanation.predicted:
         title += f"; maps explain {explanation.target}"
     if explanation.atypical:

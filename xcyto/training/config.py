@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from xcyto.errors import TrainingError
 
 SCHEDULES = ("cosine", "onecycle")
+ROTATIONS = ("any_angle", "dihedral", "none")
+TTA_MODES = ("auto", "on", "off")
 BALANCE = ("none", "loss", "sampler")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
@@ -33,6 +35,12 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
     balance: str = "none"
+    rotation: str = "any_angle"  # training augmentation: any angle, the 8 dihedral views, or none
+    stain_jitter: float = 0.05  # sigma of the HED stain rescaling
+    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0: off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0: off (with both, each batch picks one)
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0: off
+    tta: str = "auto"  # test-time augmentation: on when it does not hurt validation macro-F1 (auto)
     patience: int = 5  # epochs without a better validation macro-F1; 0 disables
     seed: int = 0
     val_fraction: float = 0.15
@@ -58,6 +66,14 @@ class TrainConfig:
             problems.append(f"schedule must be one of {SCHEDULES} (got {self.schedule!r})")
         if self.balance not in BALANCE:
             problems.append(f"balance must be one of {BALANCE} (got {self.balance!r})")
+        if self.rotation not in ROTATIONS:
+            problems.append(f"rotation must be one of {ROTATIONS} (got {self.rotation!r})")
+        if self.tta not in TTA_MODES:
+            problems.append(f"tta must be one of {TTA_MODES} (got {self.tta!r})")
+        if min(self.mixup, self.cutmix, self.stain_jitter) < 0:
+            problems.append("mixup, cutmix and stain_jitter must be >= 0")
+        if not 0 <= self.ema < 1:
+            problems.append(f"ema must be in [0, 1) (got {self.ema})")
         if self.amp not in AMP_MODES:
             problems.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:

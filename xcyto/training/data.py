@@ -55,7 +55,8 @@ class RunData:
     def train_torch(self) -> CellTorchDataset:
         spec = get_spec(self.config.model)
         transform = train_transform(self.image_size, mean=spec.mean, std=spec.std,
-                                    preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square)
+                                    preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square,
+                                    rotation=self.config.rotation, stain_jitter=self.config.stain_jitter)
         return CellTorchDataset(self.train_dataset, transform)
 
     def _loader(self, indices: np.ndarray, device) -> DataLoader | None:

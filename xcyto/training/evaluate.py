@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from xcyto.atomic import write_json_atomic, write_text_atomic
 from xcyto.bundle import Bundle, load
@@ -22,14 +21,7 @@ SPLIT_FILE = "split.csv"
 
 def bundle_logits(bundle: Bundle, samples, batch_size: int = 64) -> np.ndarray:
     """Raw logits of ``bundle`` for cells (CellSamples), batched, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    from xcyto.data.transforms import CellTorchDataset
-
-    loader = DataLoader(CellTorchDataset(samples, bundle.transform()), batch_size=batch_size)
-    chunks = [bundle.predict_logits(images.to(bundle.device)).float().cpu()
-              for images, _ in tqdm(loader, desc="predicting", unit="batch", leave=False)]
-    return torch.cat(chunks).numpy()
+    return bundle.predict_cells(samples, batch_size=batch_size, progress=True)[0]
 
 
 def select_split(bundle: Bundle, dataset, split: str):
@@ -50,8 +42,10 @@ def evaluate_bundle(bundle: Bundle, dataset) -> dict:
     if list(dataset.classes) != bundle.classes:
         raise DataError(f"the data's classes {dataset.classes} differ from the bundle's {bundle.classes}; "
                         f"check --scheme")
-    logits = bundle_logits(bundle, dataset.samples)
-    return classification_metrics(logits, dataset.labels, bundle.classes, bundle.calibration)
+    logits, probabilities = bundle.predict_cells(dataset.samples, progress=True)
+    metrics = classification_metrics(logits, dataset.labels, bundle.classes, bundle.calibration, probabilities)
+    metrics["tta"] = bundle.tta
+    return metrics
 
 
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> dict:
@@ -123,7 +117,8 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list
         batch = bundle.preprocess(arrays[start:start + batch_size])
         with torch.no_grad(), evaluating(bundle.model) as model:
             features = model.forward_embedding(batch)
-            probabilities = bundle.probabilities(model.forward_head(features)).cpu().numpy()
+            probabilities = (bundle.predict_probabilities(batch) if bundle.tta
+                             else bundle.probabilities(model.forward_head(features))).cpu().numpy()
         if gallery is not None:
             scores, flags = gallery.atypicality(torch.nn.functional.normalize(features.float(), dim=1).cpu())
         for offset, (row_index, p) in enumerate(zip(readable[start:start + batch_size], probabilities)):

@@ -156,6 +156,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     )
     scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
     criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, device), label_smoothing=config.label_smoothing)
+    mixer = _mixer(config, len(data.classes))
+    averaged = None
+    if config.ema > 0:  # validated, saved and shipped in place of the raw weights
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stale_epochs": 0}
     checkpoint_path = run_dir / CHECKPOINT
@@ -165,6 +170,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
+        if averaged is not None:
+            averaged.load_state_dict(saved["ema"])
         state = {key: saved[key] for key in state}
         if context.is_main:
             print(f"resuming {run_dir} after epoch {state['epoch']} (best macro-F1 {state['best_score']:.3f})")
@@ -184,9 +191,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
             train_loader.sampler.set_epoch(epoch)
         train_loss, images_per_second = _train_epoch(
             train_model, train_loader, optimizer, scheduler, scaler, criterion, device, autocast_dtype,
-            steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", show=context.is_main,
+            steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", show=context.is_main, mixer=mixer,
+            averaged=averaged,
         )
-        val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
+        evaluated = model if averaged is None else averaged.module
+        val_logits, val_labels = predict_logits(evaluated, data.val_loader(device), device, autocast_dtype)
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
         val_predictions = val_logits.argmax(1)
         score = macro_f1(val_labels, val_predictions, len(data.classes))
@@ -197,13 +206,14 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
         if score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch, stale_epochs=0)
             if context.is_main:
-                _save_weights_atomic(model, run_dir / BEST_WEIGHTS)
+                _save_weights_atomic(evaluated, run_dir / BEST_WEIGHTS)
         else:
             state["stale_epochs"] += 1
         state["epoch"] = epoch
         if context.is_main:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, checkpoint_path)
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         **({} if averaged is None else {"ema": averaged.state_dict()}), **state}, checkpoint_path)
             write_json_atomic(run_dir / "history.json", state["history"])
             print(f"epoch {epoch}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
                   f"val macro-F1 {score:.3f}, {images_per_second:.1f} img/s")
@@ -218,12 +228,17 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         model.load_state_dict(load_file(run_dir / BEST_WEIGHTS, device=str(device)))
     val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
     calibration = choose_calibration(val_logits, val_labels, seed=config.seed)
+    val_views = view_probabilities(model, data.val_loader(device), device, calibration, autocast_dtype)
+    tta = choose_tta(config.tta, calibration.probabilities(val_logits), val_views, val_labels, len(data.classes))
     evaluated = data.test_loader(device) or data.val_loader(device)
     test_logits, test_labels = predict_logits(model, evaluated, device, autocast_dtype)
+    test_views = view_probabilities(model, evaluated, device, calibration, autocast_dtype) if tta["enabled"] else None
     metrics = {
         "evaluated_on": "test" if data.test_loader(device) else "val",
-        "test": classification_metrics(test_logits, test_labels, data.classes, calibration),
-        "val": classification_metrics(val_logits, val_labels, data.classes, calibration),
+        "test": classification_metrics(test_logits, test_labels, data.classes, calibration, test_views),
+        "val": classification_metrics(val_logits, val_labels, data.classes, calibration,
+                                      val_views if tta["enabled"] else None),
+        "tta": tta,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_seconds": float(sum(len(data.train_indices) / max(e["images_per_second"], 1e-9) for e in state["history"])),
@@ -244,6 +259,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "preprocessing": config.preprocessing,
         "temperature": calibration.temperature,
         "calibration": calibration.to_dict(),
+        "tta": tta,
         "cam_layer": spec.cam_layer(data.image_size),
         "embedding_layer": spec.embedding_layer,
         "training": config.to_dict(),
@@ -267,6 +283,36 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
               f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} ({calibration.method}); bundle: {run_dir / 'bundle'}")
     context.barrier()
     return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=state["history"])
+
+
+@torch.no_grad()
+def view_probabilities(model, loader, device, calibration, autocast_dtype=None) -> np.ndarray:
+    """Calibrated probabilities averaged over the 8 dihedral views of every cell in ``loader``."""
+    from xcyto.bundle import dihedral_views
+
+    model.eval()
+    chunks = []
+    for images, _ in loader:
+        views = []
+        for view in dihedral_views(images.to(device, non_blocking=True)):
+            with _autocast(device, autocast_dtype):
+                views.append(calibration.probabilities(model(view).float()))
+        chunks.append(torch.stack(views).mean(0).cpu())
+    return torch.cat(chunks).numpy()
+
+
+def choose_tta(mode: str, plain: np.ndarray, views: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """Test-time augmentation on or off: ``auto`` turns it on when the mean over the 8 views
+    does not lower the validation macro-F1 (it costs 8 forward passes per cell)."""
+    scores = {name: {"accuracy": float((p.argmax(1) == labels).mean()), "macro_f1": macro_f1(labels, p.argmax(1), num_classes)}
+              for name, p in (("single view", plain), ("8 views", views))}
+    if mode == "auto":
+        enabled = scores["8 views"]["macro_f1"] >= scores["single view"]["macro_f1"]
+        because = "validation macro-F1 " + ("not lower" if enabled else "lower") + " with the 8 views"
+    else:
+        enabled, because = mode == "on", f"tta={mode}"
+    return {"enabled": bool(enabled), "views": "dihedral-8" if enabled else "identity", "validation": scores,
+            "chosen_because": because}
 
 
 def _explanation_checks(bundle: Bundle, data: RunData, seed: int) -> dict:
@@ -329,7 +375,19 @@ def _train_loader(config: TrainConfig, data: RunData, device, context: DistConte
     )
 
 
-def _train_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, autocast_dtype, steps, desc, show):
+def _mixer(config: TrainConfig, num_classes: int):
+    """MixUp and/or CutMix of a batch (torchvision), or ``None``; with both, each batch picks one."""
+    from torchvision.transforms import v2
+
+    chosen = [kind(alpha=alpha, num_classes=num_classes)
+              for kind, alpha in ((v2.MixUp, config.mixup), (v2.CutMix, config.cutmix)) if alpha > 0]
+    if not chosen:
+        return None
+    return chosen[0] if len(chosen) == 1 else v2.RandomChoice(chosen)
+
+
+def _train_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, autocast_dtype, steps, desc, show,
+                 mixer=None, averaged=None):
     model.train()
     total_loss, seen, elapsed = 0.0, 0, 0.0
     channels_last = device.type == "cuda"
@@ -338,6 +396,9 @@ def _train_epoch(model, loader, optimizer, scheduler, scaler, criterion, device,
     for _ in range(steps):
         started = time.perf_counter()  # data loading counts: it is part of the loop's cost
         images, labels = next(batches)
+        count = len(labels)
+        if mixer is not None:  # soft targets: the mixed images' label shares
+            images, labels = mixer(images, labels)
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -351,10 +412,12 @@ def _train_epoch(model, loader, optimizer, scheduler, scaler, criterion, device,
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model.module if hasattr(model, "module") else model)
         loss_value = loss.item()  # synchronises, so the timing below is honest on a GPU
         elapsed += time.perf_counter() - started
-        total_loss += loss_value * len(labels)
-        seen += len(labels)
+        total_loss += loss_value * count
+        seen += count
         progress.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
         progress.update()
     progress.close()

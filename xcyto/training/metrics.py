@@ -13,12 +13,18 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> f
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
-                           calibration: Calibration | None = None) -> dict:
+                           calibration: Calibration | None = None, probabilities: np.ndarray | None = None) -> dict:
     """Accuracy, macro precision/recall/F1, per-class report, ECE (raw and after
-    ``calibration``), confusion matrix and, where the classes allow, normal/abnormal metrics."""
+    ``calibration``), confusion matrix and, where the classes allow, normal/abnormal metrics.
+
+    ``probabilities``: the predictions to score when they are not the calibrated softmax of
+    ``logits`` (test-time augmentation averages several views); ``logits`` still give the raw ECE.
+    """
     calibration = calibration or Calibration()
     labels = np.asarray(labels)
-    predictions = calibration.apply(logits).argmax(axis=1)  # vector scaling can move the argmax
+    if probabilities is None:
+        probabilities = calibration.probabilities(logits)
+    predictions = np.asarray(probabilities).argmax(axis=1)  # vector scaling or TTA can move the argmax
     report = classification_report(
         labels, predictions, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
     )
@@ -30,7 +36,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in classes},
         "ece": expected_calibration_error(Calibration().probabilities(logits), labels),
-        "ece_calibrated": expected_calibration_error(calibration.probabilities(logits), labels),
+        "ece_calibrated": expected_calibration_error(probabilities, labels),
         "calibration": calibration.method,
         "temperature": float(calibration.temperature),
         "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(len(classes)))).tolist(),
