@@ -71,13 +71,16 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
     from xcyto.demo.views import verdict_html
 
     cell = dict(predicted="Parabasal", target="Parabasal", probabilities={"Parabasal": 0.8, "Metaplastic": 0.2},
-                confidence=0.8)
+                confidence=0.8, settings={"tta": None})
     usual = verdict_html(SimpleNamespace(**cell, atypicality=40.0, atypical=False))
     assert "Parabasal" in usual and "0.80" in usual and "xc-warning" not in usual and "40/100" in usual
     odd = verdict_html(SimpleNamespace(**cell, atypicality=100.0, atypical=True))
     assert "xc-warning" in odd and "Unlike the training cells" in odd and "any of them" in odd
     other = verdict_html(SimpleNamespace(**{**cell, "target": "Metaplastic"}, atypicality=None, atypical=None))
     assert "<b>Metaplastic</b>" in other and "no gallery" in other
+    assert "8 rotations" not in usual
+    averaged = verdict_html(SimpleNamespace(**{**cell, "settings": {"tta": "8 views"}}, atypicality=40.0, atypical=False))
+    assert "mean over the cell's 8 rotations and mirror images" in averaged
 
 
 # -- the server ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -162,3 +163,43 @@ def test_resume_is_exact_with_mixup_cutmix_and_a_moving_average(tmp_path, monkey
     assert any(not torch.allclose(a[name], raw[name]) for name in a if a[name].is_floating_point())
     bundle = xcyto.load(tmp_path / "straight" / "bundle")
     assert bundle.tta and bundle.config["tta"]["chosen_because"] == "tta=on"
+
+
+def _synthetic(n: int, size: int, drop_class: int | None = None, keep: int = 0):
+    from xcyto.data import load_dataset
+
+    dataset = load_dataset(f"synthetic:n={n},size={size},seed=0")
+    if drop_class is None:
+        return dataset
+    labels = dataset.labels
+    rows = [i for i in range(len(dataset)) if labels[i] != drop_class] + \
+        [i for i in range(len(dataset)) if labels[i] == drop_class][:keep]
+    return dataset.subset(sorted(rows))
+
+
+def test_input_size_and_balancing_come_from_the_training_cells():
+    import warnings
+
+    from xcyto.data.splits import train_val_test_split
+    from xcyto.training.config import TrainConfig
+    from xcyto.training.data import IMBALANCE_RATIO, data_defaults
+
+    for size, model, expected in ((64, "efficientnet_lite0", 128), (200, "efficientnet_lite0", 192),
+                                  (200, "small_cnn", 128), (256, "efficientnet_lite2", 256)):
+        dataset = _synthetic(60, size)
+        split = train_val_test_split(dataset, seed=0)
+        image_size, balance, notes = data_defaults(TrainConfig(model=model), dataset, split)
+        assert image_size == expected, (size, model)
+        assert balance == "none" and any(f"median longer side is {size} px" in note for note in notes)
+    assert data_defaults(TrainConfig(image_size=96), dataset, split)[0] == 96  # asked for: kept
+
+    uneven = _synthetic(300, 32, drop_class=2, keep=12)  # 60 cells of four classes, 12 of one
+    split = train_val_test_split(uneven, seed=0)
+    counts = np.bincount(uneven.labels[split.train])
+    assert counts.max() / counts[counts > 0].min() >= IMBALANCE_RATIO
+    with pytest.warns(UserWarning, match=r"few training cells in Metaplastic \(\d+\)"):
+        image_size, balance, notes = data_defaults(TrainConfig(), uneven, split)
+    assert balance == "loss" and any("balance=loss" in note for note in notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an even dataset warns of nothing
+        assert data_defaults(TrainConfig(balance="none"), _synthetic(300, 32), train_val_test_split(_synthetic(300, 32), seed=0))[1] == "none"

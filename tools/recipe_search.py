@@ -32,6 +32,17 @@ CANDIDATES = {
     "E": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "balance": "loss"}, "B, class-balanced loss"),
     "F": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "label_smoothing": 0.0}, "B, no label smoothing"),
     "G": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "lr": 3e-3}, "B, learning rate 3e-3"),
+    "H": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "rotation": "dihedral"}, "B, the 8 dihedral views only"),
+    "I": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "stain_jitter": 0.15}, "B, stronger HED stain jitter"),
+    "J": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "mixup": 0.2, "cutmix": 1.0}, "B, MixUp/CutMix"),
+    "K": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "ema": 0.99}, "B, moving average of the weights"),
+    "L": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "epochs": 24}, "B, 24 epochs"),
+    "M128": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "image_size": 128}, "B at 128 px"),
+    "M224": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "image_size": 224}, "B at 224 px"),
+    "M260": ("efficientnet_lite0", {"backbone_lr_mult": 1.0, "image_size": 260}, "B at 260 px"),
+    "N1": ("efficientnet_lite1", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite1"),
+    "N2": ("efficientnet_lite2", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite2"),
+    "R18": ("resnet18", {"weights": None, "lr": 2e-3, "backbone_lr_mult": 1.0}, "ResNet-18 from scratch"),
 }
 
 

@@ -8,7 +8,7 @@ from xcyto.errors import TrainingError
 SCHEDULES = ("cosine", "onecycle")
 ROTATIONS = ("any_angle", "dihedral", "none")
 TTA_MODES = ("auto", "on", "off")
-BALANCE = ("none", "loss", "sampler")
+BALANCE = ("auto", "none", "loss", "sampler")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
@@ -22,7 +22,7 @@ class TrainConfig:
     weights: str | None = "default"
     head: str = "linear"
     scheme: str | None = None
-    image_size: int | None = None  # None: the architecture's own input size
+    image_size: int | None = None  # None: from the training cells' median size (see training.data)
     pad_to_square: bool = True
     preprocessing: str = "none"
     epochs: int = 15
@@ -34,7 +34,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
-    balance: str = "none"
+    balance: str = "auto"  # a class-balanced loss when classes are very uneven (see training.data)
     rotation: str = "any_angle"  # training augmentation: any angle, the 8 dihedral views, or none
     stain_jitter: float = 0.05  # sigma of the HED stain rescaling
     mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0: off

@@ -5,12 +5,15 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 from torch.utils.data import DataLoader
 
 from xcyto.atomic import write_json_atomic
 from xcyto.data import load_dataset
 from xcyto.data.registry import synthetic_spec
+from xcyto.data.io import DataWarning
 from xcyto.data.records import CellDataset
 from xcyto.data.splits import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
 from xcyto.data.transforms import CellTorchDataset, eval_transform, train_transform
@@ -19,6 +22,15 @@ from xcyto.models import get_spec
 from xcyto.training.config import TrainConfig
 
 SPLIT_FILE = "split.csv"
+#: With ``image_size=None`` the input side follows the training cells: their median longer
+#: side, rounded to a multiple of 32, at least ``MIN_AUTO_SIZE`` and at most the
+#: architecture's own input size (larger inputs cost time the pretrained weights do not repay).
+MIN_AUTO_SIZE = 128
+#: ``balance="auto"``: a class-balanced loss when the largest class has this many times the
+#: training cells of the smallest.
+IMBALANCE_RATIO = 3.0
+#: Classes with fewer training cells than this get a warning: their metrics are noise.
+FEW_CELLS = 20
 
 
 @dataclass
@@ -30,6 +42,8 @@ class RunData:
     config: TrainConfig
     image_size: int
     split_sha256: str
+    balance: str = "none"
+    notes: tuple[str, ...] = ()
 
     @property
     def classes(self) -> list[str]:
@@ -114,11 +128,42 @@ def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: b
         split = train_val_test_split(dataset, fractions=fractions, seed=config.seed)
     if len(split.train) == 0 or len(split.val) == 0:
         raise TrainingError(f"the split of {config.data} leaves no training or no validation cells")
-    image_size = config.image_size or get_spec(config.model).input_size
+    image_size, balance, notes = data_defaults(config, dataset, split)
     # Every process derives the same hash from the same split; only the main one writes.
     sha = hashlib.sha256(manifest_text(dataset, split).encode("utf-8")).hexdigest()
     if write:
         if not (reuse_split and manifest.is_file()):
             save_split_manifest(dataset, split, manifest)
-        write_json_atomic(run_dir / "settings.json", {"config": config.to_dict(), "split_sha256": sha})
-    return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha)
+        write_json_atomic(run_dir / "settings.json", {"config": config.to_dict(), "split_sha256": sha,
+                                                      "from_the_data": {"image_size": image_size, "balance": balance,
+                                                                        "notes": list(notes)}})
+    return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha,
+                   balance=balance, notes=tuple(notes))
+
+
+def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tuple[int, str, list[str]]:
+    """``(image_size, balance, notes)``: the settings left to the data, decided from the
+    training cells (never from their names or the collection they come from), and warnings."""
+    notes = []
+    native = get_spec(config.model).input_size
+    if config.image_size:
+        image_size = int(config.image_size)
+    else:
+        sides = np.array([max(dataset.samples[i].image.shape[:2]) for i in split.train])
+        image_size = int(min(native, max(MIN_AUTO_SIZE, 32 * round(float(np.median(sides)) / 32))))
+        notes.append(f"input {image_size} px: the training cells' median longer side is {np.median(sides):.0f} px "
+                     f"(rounded to 32, within {MIN_AUTO_SIZE}..{native})")
+    counts = np.bincount(dataset.labels[split.train], minlength=len(dataset.classes))
+    ratio = counts.max() / max(counts.min(), 1)
+    balance = config.balance
+    if balance == "auto":
+        balance = "loss" if ratio >= IMBALANCE_RATIO else "none"
+        notes.append(f"balance={balance}: the largest class has {ratio:.1f} times the training cells of the "
+                     f"smallest ({'at least' if balance == 'loss' else 'under'} {IMBALANCE_RATIO:g})")
+    few = [f"{name} ({count})" for name, count in zip(dataset.classes, counts) if count < FEW_CELLS]
+    if few:
+        message = (f"few training cells in {', '.join(few)}: fewer than {FEW_CELLS}, so the model learns little "
+                   "about these classes and their test metrics rest on a handful of cells")
+        warnings.warn(message, DataWarning, stacklevel=3)
+        notes.append(message)
+    return image_size, balance, notes

@@ -134,6 +134,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     seed_everything(config.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, run_dir, reuse_split=resume, write=context.is_main)
+    if context.is_main:
+        for note in data.notes:
+            print(f"from the data: {note}")
     context.barrier()
     model = create(config.model, num_classes=len(data.classes), weights=config.weights, head=config.head)
     model.to(device)
@@ -262,7 +265,8 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "tta": tta,
         "cam_layer": spec.cam_layer(data.image_size),
         "embedding_layer": spec.embedding_layer,
-        "training": config.to_dict(),
+        "training": {**config.to_dict(), "image_size": data.image_size, "balance": data.balance},
+        "from_the_data": list(data.notes),
         "data": data.provenance(),
         "metrics": {"test": headline_metrics(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
     }
@@ -347,7 +351,7 @@ def _save_weights_atomic(model: nn.Module, path: Path) -> None:
 
 
 def _class_weights(config: TrainConfig, data: RunData, device) -> torch.Tensor | None:
-    if config.balance != "loss":
+    if data.balance != "loss":
         return None
     counts = np.bincount(data.train_labels, minlength=len(data.classes)).astype(np.float64)
     weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
@@ -358,11 +362,11 @@ def _train_loader(config: TrainConfig, data: RunData, device, context: DistConte
     generator = torch.Generator().manual_seed(config.seed)
     sampler = None
     if context.enabled:
-        if config.balance == "sampler":
+        if data.balance == "sampler":
             raise TrainingError("balance='sampler' is not supported with several processes; use balance='loss'")
         sampler = torch.utils.data.DistributedSampler(data.train_torch, num_replicas=context.world_size,
                                                       rank=context.rank, shuffle=True, seed=config.seed)
-    elif config.balance == "sampler":
+    elif data.balance == "sampler":
         counts = np.bincount(data.train_labels, minlength=len(data.classes))
         sample_weights = 1.0 / counts[data.train_labels]
         sampler = torch.utils.data.WeightedRandomSampler(sample_weights, len(sample_weights), generator=generator)
