@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Settings every candidate shares unless it says otherwise (a search at 160 px keeps each
 #: run near 10 minutes on 2 CPU cores; input size is searched on its own).
-COMMON = dict(image_size=160, epochs=12, batch_size=16, patience=0, seed=0)
+COMMON = dict(image_size=160, epochs=12, batch_size=16, patience=0, seed=0, balance="none")
 
 #: label -> (architecture, overrides, what it tests)
 CANDIDATES = {
@@ -43,7 +43,57 @@ CANDIDATES = {
     "N1": ("efficientnet_lite1", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite1"),
     "N2": ("efficientnet_lite2", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite2"),
     "R18": ("resnet18", {"weights": None, "lr": 2e-3, "backbone_lr_mult": 1.0}, "ResNet-18 from scratch"),
+    "P": ("efficientnet_lite0", {"linear_probe": True, "image_size": 224},
+          "frozen ImageNet features + logistic regression (the fast baseline)"),
 }
+
+
+def linear_probe(data: str, out: Path, label: str, architecture: str, image_size: int) -> None:
+    """Pooled ImageNet features of every cell (no training of the network), then a logistic
+    regression whose strength is chosen on the validation cells; metrics.json like a run's."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from xcyto.atomic import write_json_atomic
+    from xcyto.data import load_dataset
+    from xcyto.data.splits import load_split_manifest
+    from xcyto.data.transforms import eval_transform
+    from xcyto.models import create, get_spec
+    from xcyto.training.metrics import classification_metrics, macro_f1
+
+    run_dir = out / label / "fold-0"
+    if (run_dir / "metrics.json").is_file():
+        print(f"{label}: done already")
+        return
+    import torch
+
+    dataset = load_dataset(data)
+    split = load_split_manifest(out / "splits" / "fold-0.csv", dataset)
+    spec = get_spec(architecture)
+    model = create(architecture, num_classes=len(dataset.classes)).eval()
+    transform = eval_transform(image_size, mean=spec.mean, std=spec.std)
+    started = time.perf_counter()
+    with torch.no_grad():
+        features = np.concatenate([model.forward_embedding(torch.stack([transform(s.image) for s in
+                                                                          dataset.samples[i:i + 32]])).numpy()
+                                   for i in range(0, len(dataset), 32)])
+    mean, scale = features[split.train].mean(0), features[split.train].std(0) + 1e-6
+    features = (features - mean) / scale
+    labels = dataset.labels
+    best = None
+    for strength in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
+        fitted = LogisticRegression(C=strength, max_iter=3000).fit(features[split.train], labels[split.train])
+        score = macro_f1(labels[split.val], fitted.predict(features[split.val]), len(dataset.classes))
+        if best is None or score > best[0]:
+            best = (score, strength, fitted)
+    _, strength, fitted = best
+    seconds = time.perf_counter() - started
+    logits = {name: fitted.decision_function(features[getattr(split, name)]) for name in ("val", "test")}
+    metrics = {name: classification_metrics(logits[name], labels[getattr(split, name)], list(dataset.classes))
+               for name in ("val", "test")}
+    metrics.update(best_epoch=f"C={strength}", epochs_run="-", train_seconds=seconds, evaluated_on="test")
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    print(f"{label}: C={strength}, val macro-F1 {metrics['val']['macro_f1']:.3f}, {seconds:.0f} s")
 
 
 def main() -> None:
@@ -62,6 +112,9 @@ def main() -> None:
     labels = list(CANDIDATES) if args.only is None else [label.strip() for label in args.only.split(",")]
     for label in labels:
         architecture, overrides, _ = CANDIDATES[label]
+        if overrides.get("linear_probe"):
+            linear_probe(args.data, Path(args.out), label, architecture, overrides["image_size"])
+            continue
         entry = ModelEntry(architecture=architecture, overrides={**COMMON, **overrides}, label=label)
         started = time.perf_counter()
         compare(args.data, [entry], args.out, folds=5, seed=0, ensemble=False, only_folds=[0])
