@@ -319,3 +319,22 @@ def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle
     assert {case.cell_id for case in result.cases[:3]} == planted_ids, \
         [(c.rank, c.cell_id, c.given, c.predicted, round(c.suspicion, 3)) for c in result.cases[:6]]
     assert all(case.kind in ("label_error", "disagreement") for case in result.cases[:3])
+
+
+def test_auditing_and_evaluating_new_data_use_every_cell_and_say_so(tiny_bundle, tmp_path, capsys):
+    """A folder of cells the bundle never saw (none in its split.csv): every cell is used."""
+    from xcyto.data.synthetic import write_sipakmed_layout
+
+    folder = write_sipakmed_layout(tmp_path / "new-cells", n=25, seed=99, size=64)
+    out = tmp_path / "report"
+    assert cli_main(["audit", "--bundle", str(tiny_bundle.path), "--data", str(folder), "--split", "test",
+                     "--methods", "gradcam", "--map", "none", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "all 25 cells" in printed and "none of them is in the bundle's split.csv" in printed
+    import json
+
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["settings"]["cells"] == 25 and "none of them is in the bundle's split.csv" in summary["settings"]["data"]
+    assert cli_main(["evaluate", "--bundle", str(tiny_bundle.path), "--data", str(folder), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "all 25 cells" in printed and "(test, 25 cells)" in printed

@@ -54,7 +54,7 @@ def run_audit(args) -> int:
     options = {} if args.steps is None else {"steps": args.steps}
     result = audit(bundle, dataset, methods=args.methods, confidence=args.confidence, k=args.k,
                    max_cases=args.max_cases, map_method=None if args.map == "none" else args.map,
-                   batch_size=args.batch_size, progress=True, data_note=f"{args.data} ({args.split})", **options)
+                   batch_size=args.batch_size, progress=True, data_note=note, **options)
     written = result.save(args.out, title=args.title)
     kinds = {kind: count for kind, count in result.kind_counts().items() if count}
     metrics = result.metrics

@@ -21,7 +21,6 @@ PROJECT_EPILOG = """examples:
   # the training map alone (PCA), with the positions written to a CSV
   xcyto project --bundle runs/herlev/bundle --data ../shared/data/herlev --split none --method pca --out pca.png"""
 
-SPLIT_FILE = "split.csv"
 
 
 def register(subparsers) -> None:
@@ -88,7 +87,7 @@ def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthet
     the bundle was trained on (same number, size and seed).
     """
     from xcyto.data import load_dataset
-    from xcyto.data.splits import load_split_manifest
+    from xcyto.training.evaluate import cells_in_split
 
     training = bundle.config.get("training", {})
     if data == "synthetic":
@@ -103,25 +102,9 @@ def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthet
         if scheme is None and bundle.config.get("label_scheme", "default") != "default":
             scheme = bundle.config["label_scheme"]
         dataset = load_dataset(data, scheme=scheme)
-    if split == "all":
-        return dataset, f"all {len(dataset)} cells of {data}"
-    manifest = find_manifest(bundle)
-    if manifest is None:
-        return dataset, (f"all {len(dataset)} cells of {data} (note: the bundle has no {SPLIT_FILE}, "
-                         f"so no {split} split could be picked)")
-    if synthetic_seed is not None:
+    if synthetic_seed is not None and split != "all":
         return dataset, f"all {len(dataset)} synthetic cells of seed {synthetic_seed} (new cells: no split applies)"
-    chosen = load_split_manifest(manifest, dataset)[split]
-    return dataset.subset(chosen), f"the {len(chosen)} {split} cells of {data} listed in {manifest}"
-
-
-def find_manifest(bundle) -> Path | None:
-    if bundle.path is None:
-        return None
-    for folder in (bundle.path, bundle.path.parent):
-        if (folder / SPLIT_FILE).is_file() and (folder == bundle.path or (folder / "settings.json").is_file()):
-            return folder / SPLIT_FILE
-    return None
+    return cells_in_split(bundle, dataset, split)
 
 
 def run_gallery_build(args) -> int:
@@ -134,6 +117,8 @@ def run_gallery_build(args) -> int:
     projections = tuple(check_method(name) for name in args.projections.split(",") if name.strip())
     print(f"gallery of {note}")
     held_out = None
+    from xcyto.training.evaluate import find_manifest
+
     if args.split == "train" and find_manifest(bundle) is not None:  # calibrate the flag on the validation cells
         held_out, _ = load_cells(bundle, args.data, "val", args.scheme, args.synthetic_seed, args.synthetic_n)
     gallery = build_gallery(bundle, dataset, thumbnail_size=args.thumbnail_size, batch_size=args.batch_size,

@@ -247,6 +247,11 @@ def split_hash(path) -> str:
         raise DataError(f"{path}: cannot read split manifest ({error.strerror or error})") from None
 
 
+def manifest_cell_ids(path) -> set[str]:
+    """The cell ids a split manifest lists."""
+    return {row["cell_id"] for row in _read_manifest(Path(path))}
+
+
 def load_split_manifest(path, dataset: CellDataset) -> Split:
     """The split a manifest describes, as indices into ``dataset`` (matched by cell_id).
 

@@ -11,6 +11,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from xcyto.atomic import write_json_atomic
+from xcyto.bundle import SPLIT_FILE
 from xcyto.data import load_dataset
 from xcyto.data.registry import synthetic_spec
 from xcyto.data.io import DataWarning
@@ -21,7 +22,6 @@ from xcyto.errors import TrainingError
 from xcyto.models import get_spec
 from xcyto.training.config import TrainConfig
 
-SPLIT_FILE = "split.csv"
 #: With ``image_size=None`` the input side follows the training cells: their median longer
 #: side, rounded to a multiple of 32, at least ``MIN_AUTO_SIZE`` and at most the
 #: architecture's own input size (larger inputs cost time the pretrained weights do not repay).
@@ -31,7 +31,6 @@ MIN_AUTO_SIZE = 128
 IMBALANCE_RATIO = 3.0
 #: Classes with fewer training cells than this get a warning: their metrics are noise.
 FEW_CELLS = 20
-
 
 @dataclass
 class RunData:
@@ -103,17 +102,14 @@ class RunData:
             "split_sha256": self.split_sha256,
         }
 
-
 def data_source(config: TrainConfig) -> str:
     """The data source as a string that loads exactly these cells again."""
     if str(config.data) == "synthetic":
         return synthetic_spec(n=config.synthetic_n, size=config.synthetic_size, seed=config.seed)
     return str(config.data)
 
-
 def load_run_dataset(config: TrainConfig) -> CellDataset:
     return load_dataset(data_source(config), scheme=config.scheme)
-
 
 def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: bool) -> RunData:
     """Load the data and draw (or reuse) the split; the main process writes ``split.csv``."""
@@ -139,7 +135,6 @@ def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: b
                                                                         "notes": list(notes)}})
     return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha,
                    balance=balance, notes=tuple(notes))
-
 
 def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tuple[int, str, list[str]]:
     """``(image_size, balance, notes)``: the settings left to the data, decided from the

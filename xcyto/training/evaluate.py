@@ -11,31 +11,46 @@ import numpy as np
 import torch
 
 from xcyto.atomic import write_json_atomic, write_text_atomic
-from xcyto.bundle import Bundle, load
+from xcyto.bundle import SPLIT_FILE, Bundle, load
 from xcyto.errors import DataError
 from xcyto.plotting import plot_confusion_matrix, save_figure
 from xcyto.training.metrics import classification_metrics
-
-SPLIT_FILE = "split.csv"
-
 
 def bundle_logits(bundle: Bundle, samples, batch_size: int = 64) -> np.ndarray:
     """Raw logits of ``bundle`` for cells (CellSamples), batched, with a progress bar."""
     return bundle.predict_cells(samples, batch_size=batch_size, progress=True)[0]
 
+def find_manifest(bundle) -> Path | None:
+    """The bundle's split manifest: ``split.csv`` in the bundle, else in the run folder holding it."""
+    if bundle.path is None:
+        return None
+    for folder in (bundle.path, bundle.path.parent):
+        if (folder / SPLIT_FILE).is_file() and (folder == bundle.path or (folder / "settings.json").is_file()):
+            return folder / SPLIT_FILE
+    return None
+
+def cells_in_split(bundle: Bundle, dataset, split: str):
+    """``(cells, note)``: the cells of ``dataset`` in ``split`` of the bundle's manifest, and a
+    sentence saying which were taken. Every cell is taken for ``split="all"``, when the
+    bundle has no manifest, and when none of the data's cells is in it (new data: no split
+    of the bundle's applies to it)."""
+    from xcyto.data.splits import load_split_manifest, manifest_cell_ids
+
+    name, count = dataset.name, len(dataset)
+    if split == "all":
+        return dataset, f"all {count} cells of {name}"
+    manifest = find_manifest(bundle)
+    if manifest is None:
+        return dataset, f"all {count} cells of {name} (the bundle has no {SPLIT_FILE}, so no {split} split applies)"
+    if not manifest_cell_ids(manifest) & set(dataset.cell_ids):
+        return dataset, (f"all {count} cells of {name}: none of them is in the bundle's {SPLIT_FILE} (cells the "
+                         f"model never saw, so no {split} split applies)")
+    chosen = load_split_manifest(manifest, dataset)[split]
+    return dataset.subset(chosen), f"the {len(chosen)} {split} cells of {name} listed in {manifest}"
 
 def select_split(bundle: Bundle, dataset, split: str):
-    """The cells of ``dataset`` in ``split`` of the bundle's own manifest (``all``: every cell)."""
-    if split == "all":
-        return dataset
-    from xcyto.data.splits import load_split_manifest
-
-    manifest = bundle.path / SPLIT_FILE if bundle.path else None
-    if manifest is None or not manifest.is_file():
-        raise DataError(f"bundle {bundle.path} has no {SPLIT_FILE}; use --split all")
-    assignment = load_split_manifest(manifest, dataset)
-    return dataset.subset(assignment[split])
-
+    """The cells of ``dataset`` in ``split`` (see :func:`cells_in_split`)."""
+    return cells_in_split(bundle, dataset, split)[0]
 
 def evaluate_bundle(bundle: Bundle, dataset) -> dict:
     """Metrics of ``bundle`` on every cell of ``dataset`` (its classes must match)."""
@@ -47,7 +62,6 @@ def evaluate_bundle(bundle: Bundle, dataset) -> dict:
     metrics["tta"] = bundle.tta
     return metrics
 
-
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> dict:
     from xcyto.data import load_dataset
 
@@ -58,9 +72,10 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> d
             raise DataError(f"bundle {bundle_path} does not record its data source; pass --data")
     scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
     dataset = load_dataset(data, scheme=scheme)
-    dataset = select_split(bundle, dataset, split)
+    dataset, note = cells_in_split(bundle, dataset, split)
+    print(f"evaluating on {note}")
     metrics = evaluate_bundle(bundle, dataset)
-    metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=split)
+    metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=split, cells=note)
     line = (f"{bundle.name} on {data} ({split}, {metrics['n']} cells): accuracy {metrics['accuracy']:.3f}, "
             f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece_calibrated']:.3f}")
     if "binary" in metrics:
@@ -73,7 +88,6 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> d
                     out / "confusion_matrix.png")
         print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
     return metrics
-
 
 def collect_images(arguments) -> list[Path]:
     """Image files named directly or found under folders, in a stable order."""
@@ -91,7 +105,6 @@ def collect_images(arguments) -> list[Path]:
     if not found:
         raise DataError(f"no images found in {', '.join(map(str, arguments))}")
     return found
-
 
 def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list[dict]:
     """Classify image files; a CSV row per image with its probabilities and, when the bundle
