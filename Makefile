@@ -26,9 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Rebuild the shipped demo bundle (trained on synthetic cells, reproducibly).
+# Rebuild the shipped bundles: synthetic cells (a few minutes), then real Herlev cells (about
+# 30 minutes on 2 CPU cores; reads ../shared/data/herlev, or $$XCYTO_DATA/herlev).
 artifacts: $(STAMP)
 	$(PY) artifacts/build_demo_bundle.py
+	$(PY) artifacts/build_herlev_bundle.py
 
 bench: $(STAMP)
 	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -40,6 +40,11 @@ def render_card(bundle: Bundle, metrics: dict | None = None, evaluated: str | No
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
+def write_card(bundle: Bundle, target) -> Path:
+    """Render ``bundle``'s card from what it records and write it (atomically) to ``target``."""
+    return write_text_atomic(Path(target), render_card(bundle))
+
+
 def card_command(bundle_path, data=None, split: str = "test", scheme=None, out=None) -> str:
     """``xcyto card``: render the card (computing metrics on ``data`` when given), write it
     to ``out`` (default ``BUNDLE/MODEL_CARD.md``) and print it."""
@@ -107,7 +112,14 @@ def _model_section(bundle: Bundle) -> str:
         rows.append(("training", f"{training.get('epochs')} epochs max (patience {training.get('patience')}), batch "
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
                      f"{training.get('schedule')} schedule, label smoothing {training.get('label_smoothing')}, "
-                     f"balance {training.get('balance')}, seed {training.get('seed')}"))
+                     f"balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "
+                     f"stain jitter {training.get('stain_jitter', 0.05)}, MixUp {training.get('mixup', 0)}, "
+                     f"CutMix {training.get('cutmix', 0)}, weight average {training.get('ema', 0) or 'off'}, "
+                     f"seed {training.get('seed')}"))
+    tta = config.get("tta") or {}
+    rows.append(("test-time augmentation", ("mean of the calibrated probabilities over the 8 dihedral views"
+                                            if tta.get("enabled") else "none")
+                 + (f" ({tta['chosen_because']})" if tta.get("chosen_because") else "")))
     return "## Model\n\n" + _table(["", ""], rows)
 
 
@@ -123,6 +135,8 @@ def _data_section(bundle: Bundle) -> str:
                       f"stratified by class, seed {data.get('split_seed', '?')}; manifest sha256 "
                       f"`{str(data.get('split_sha256', '?'))[:16]}...` (`split.csv` in the bundle)"),
             ("classes", ", ".join(bundle.classes))]
+    if data.get("attribution"):
+        rows.append(("data source and attribution", data["attribution"]))
     return "## Data and split\n\n" + _table(["", ""], rows)
 
 

@@ -320,42 +320,43 @@ def theme():
                              font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
 
 
-def build(demo: Demo):
-    """The Gradio Blocks of ``demo`` (not launched)."""
-    bundle = demo.bundle
+def build(demos):
+    """The Gradio Blocks (not launched) of one :class:`Demo`, or of several (``{label: Demo}``,
+    the first shown first) between which a "Model" menu switches. Every event names the model
+    it is for, so two visitors on two models never meet."""
+    demos = demos if isinstance(demos, dict) else {demos.bundle.name: demos}
+    labels = list(demos)
+    first = demos[labels[0]]
+    widest = max(len(demo.bundle.classes) for demo in demos.values())
     # delete_cache: Gradio's copies of uploads older than an hour go, checked hourly.
-    with gr.Blocks(title=f"xcyto demo: {bundle.name}", analytics_enabled=False,
-                   delete_cache=(3600, 3600)) as blocks:
+    with gr.Blocks(title="xcyto demo", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown("# xcyto: why the classifier says what it says about a Pap smear cell")
-        banner = views.synthetic_banner(bundle)
-        if banner:
-            gr.HTML(banner)
-        gr.Markdown(views.bundle_markdown(bundle, None if demo.gallery is None else len(demo.gallery)),
-                    elem_id="bundle-info")
+        model = gr.Dropdown(labels, value=labels[0], label="Model", visible=len(labels) > 1, elem_id="model",
+                            interactive=True)
+        banner = gr.HTML(views.synthetic_banner(first.bundle), elem_id="banner")
+        info = gr.Markdown(views.bundle_markdown(first.bundle, None if first.gallery is None else len(first.gallery)),
+                           elem_id="bundle-info")
         with gr.Tab("One cell"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=300):
                     image = gr.Image(label="Cell image (a single-cell crop)", type="filepath",
                                      sources=["upload", "clipboard"], height=240, elem_id="cell-image")
-                    examples = None
-                    if demo.examples:
-                        examples = gr.Gallery([(str(p), _example_caption(p)) for p in demo.examples],
-                                              label="Example cells (not used in training): click one",
-                                              columns=5, fit_columns=False, allow_preview=False,
-                                              object_fit="contain", elem_id="examples",
-                                              elem_classes=["xc-gallery"])
+                    examples = gr.Gallery(_example_items(first), label="Example cells (not used in training): click one",
+                                          columns=5, fit_columns=False, allow_preview=False, object_fit="contain",
+                                          elem_id="examples", elem_classes=["xc-gallery"],
+                                          visible=any(demo.examples for demo in demos.values()))
                 with gr.Column(scale=1, min_width=300):
                     verdict = gr.HTML(label="Prediction", elem_id="verdict")
-                    probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=len(bundle.classes),
+                    probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=widest,
                                              show_heading=False, elem_id="probabilities")
             heatmaps = gr.Gallery(label="Heatmaps (bright = evidence for the explained class)",
                                   columns=6, fit_columns=False, object_fit="contain", format="png",
                                   allow_preview=True, elem_id="heatmaps", elem_classes=["xc-gallery"])
             with gr.Row(equal_height=True):
-                methods = gr.CheckboxGroup(views.method_choices(demo.methods, demo.slow_methods),
-                                           value=demo.default_methods, label="Methods", scale=4)
+                methods = gr.CheckboxGroup(views.method_choices(first.methods, first.slow_methods),
+                                           value=first.default_methods, label="Methods", scale=4)
                 with gr.Column(scale=1, min_width=200):
-                    target = gr.Dropdown([PREDICTED] + bundle.classes, value=PREDICTED, label="Explain the class")
+                    target = gr.Dropdown([PREDICTED] + first.bundle.classes, value=PREDICTED, label="Explain the class")
                     opacity = gr.Slider(0.0, 1.0, value=OVERLAY_OPACITY, step=0.05, label="Heatmap opacity")
             neighbours = gr.Gallery(label="Nearest training cells (class and cosine similarity in the model's embedding)", columns=8, fit_columns=False, object_fit="contain",
                                     format="png", elem_id="neighbours", elem_classes=["xc-gallery"])
@@ -379,15 +380,27 @@ def build(demo: Demo):
 
             cell_outputs = [verdict, probabilities, heatmaps, neighbours, nearest, embedding_map, cell_info,
                             json_file, details, heatmap_state, explanation_state]
-            event = gr.on([image.change, methods.change, target.change], demo.explain_cell,
-                          inputs=[image, methods, target, opacity], outputs=cell_outputs, api_name="explain",
+
+            def explain_cell(image, methods, target, opacity, label=labels[0]):
+                return demos[label].explain_cell(image, methods, target, opacity)
+
+            def figure(explanation, label=labels[0]):
+                return demos[label].figure(explanation)
+
+            def reblend(state, opacity, label=labels[0]):
+                return demos[label].reblend(state, opacity)
+
+            def pick_example(label, selected: gr.SelectData):
+                return demos[label].pick_example(selected)
+
+            event = gr.on([image.change, methods.change, target.change], explain_cell,
+                          inputs=[image, methods, target, opacity, model], outputs=cell_outputs, api_name="explain",
                           preprocess=False, trigger_mode="always_last", concurrency_id=MODEL_QUEUE)
-            event.success(demo.figure, inputs=[explanation_state], outputs=[figure_file], api_name="figure",
+            event.success(figure, inputs=[explanation_state, model], outputs=[figure_file], api_name="figure",
                           show_progress="hidden")
-            if examples is not None:
-                examples.select(demo.pick_example, inputs=None, outputs=[image], api_visibility="private",
-                                show_progress="hidden")
-            opacity.release(demo.reblend, inputs=[heatmap_state, opacity], outputs=[heatmaps], api_name="opacity",
+            examples.select(pick_example, inputs=[model], outputs=[image], api_visibility="private",
+                            show_progress="hidden")
+            opacity.release(reblend, inputs=[heatmap_state, opacity, model], outputs=[heatmaps], api_name="opacity",
                             show_progress="hidden", trigger_mode="always_last")
 
         with gr.Tab("Several cells"):
@@ -398,13 +411,33 @@ def build(demo: Demo):
             table = gr.HTML(label="Batch table", elem_id="batch-table")
             with gr.Accordion("Every probability, as a table to copy", open=False):
                 frame = gr.Dataframe(label="Predictions", interactive=False, wrap=False)
-            run_batch.click(demo.batch, inputs=[files], outputs=[table, frame], api_name="batch", preprocess=False,
+
+            def batch(files, label=labels[0]):
+                return demos[label].batch(files)
+
+            run_batch.click(batch, inputs=[files, model], outputs=[table, frame], api_name="batch", preprocess=False,
                             concurrency_id=MODEL_QUEUE)
 
         with gr.Tab("About"):
-            gr.Markdown(_about(demo))
+            about = gr.Markdown(_about(first), elem_id="about")
         gr.Markdown(f"<div class='xc-footer'>{DISCLAIMER}</div>")
+
+        def switch(label):
+            """Another model: its description, examples and classes; the last answer is cleared."""
+            demo = demos[label]
+            size = None if demo.gallery is None else len(demo.gallery)
+            return (views.synthetic_banner(demo.bundle), views.bundle_markdown(demo.bundle, size),
+                    gr.Gallery(value=_example_items(demo)),
+                    gr.Dropdown(choices=[PREDICTED] + demo.bundle.classes, value=PREDICTED), _about(demo),
+                    None, *first.empty_outputs())
+
+        model.change(switch, inputs=[model], outputs=[banner, info, examples, target, about, image, *cell_outputs],
+                     api_visibility="private", show_progress="hidden")
     return blocks
+
+
+def _example_items(demo: Demo) -> list[tuple[str, str]]:
+    return [(str(path), _example_caption(path)) for path in demo.examples]
 
 
 def _about(demo: Demo) -> str:
@@ -429,19 +462,21 @@ See "Use via API" at the bottom of the page, or the README, for a `gradio_client
 
 
 # -- launching -----------------------------------------------------------------------------------
-def launch(demo: Demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, share: bool = False,
+def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, share: bool = False,
            max_file_size: str = MAX_FILE_SIZE, block: bool = False, quiet: bool = False):
-    """Build and launch ``demo``; returns the Blocks (``block=False``: the server runs in a thread)."""
+    """Build and launch ``demo`` (a :class:`Demo`, or ``{label: Demo}`` for a choice of models);
+    returns the Blocks (``block=False``: the server runs in a thread)."""
     blocks = build(demo)
+    demos = list(demo.values()) if isinstance(demo, dict) else [demo]
     blocks.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    allowed = sorted({str(p.parent.resolve()) for p in demo.examples})
+    allowed = sorted({str(p.parent.resolve()) for each in demos for p in each.examples})
     blocks.launch(server_name=host, server_port=port, share=bool(share), max_file_size=max_file_size,
                   allowed_paths=allowed, prevent_thread_lock=True, quiet=True, show_error=True,
                   ssr_mode=False, theme=theme(), css=CSS, footer_links=["api", "settings"])
     if not quiet:
-        bundle = demo.bundle
-        print(f"xcyto demo of {bundle.name} ({bundle.architecture}, sha256 {(bundle.sha256 or '?')[:12]}) on "
-              f"{blocks.local_url}" + (f" and {blocks.share_url}" if blocks.share_url else "")
+        served = ", ".join(f"{each.bundle.name} ({each.bundle.architecture}, sha256 {(each.bundle.sha256 or '?')[:12]})"
+                           for each in demos)
+        print(f"xcyto demo of {served} on {blocks.local_url}" + (f" and {blocks.share_url}" if blocks.share_url else "")
               + ("; Ctrl+C stops it" if block else ""), flush=True)
     if block:
         blocks.block_thread()

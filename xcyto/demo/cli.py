@@ -18,9 +18,25 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: The bundles shipped in ``artifacts/``, in the order the demo offers them: label, bundle
+#: folder, folder of held-out example cells.
+SHIPPED = (("Herlev: real cells, 7 classes", "herlev-bundle", "examples-herlev"),
+           ("Synthetic cells (demonstration)", "demo-bundle", "examples"))
+
+
 def default_examples() -> Path:
     """Held-out synthetic cells written by ``artifacts/build_demo_bundle.py``."""
     return REPO / "artifacts" / "examples"
+
+
+def shipped_bundles() -> dict[str, tuple[Path, Path]]:
+    """``{label: (bundle folder, examples folder)}`` of the shipped bundles present on disk."""
+    found = {}
+    for label, bundle, examples in SHIPPED:
+        folder = REPO / "artifacts" / bundle
+        if (folder / "bundle.json").is_file():
+            found[label] = (folder, REPO / "artifacts" / examples)
+    return found
 
 
 def example_files(folder: Path | None) -> list[Path]:
@@ -36,15 +52,16 @@ def parser() -> argparse.ArgumentParser:
         description="xcyto demo: a cell's prediction beside its heatmaps, its nearest training cells and its "
                     "place on the training map. Research use only; not for diagnosis.",
         epilog="examples:\n"
-               "  python demo/app.py                                   # shipped demo bundle (synthetic cells)\n"
+               "  python demo/app.py                                   # the shipped bundles: Herlev, synthetic\n"
                "  python demo/app.py --bundle runs/herlev/bundle --port 8000\n"
                f"  {BUNDLE_ENV}=runs/herlev/bundle python demo/app.py --host 0.0.0.0   # reachable from the network")
     p.add_argument("--bundle", type=Path, default=None,
-                   help=f"bundle folder to serve (default: ${BUNDLE_ENV}, else artifacts/demo-bundle, "
-                        "trained on synthetic cells)")
+                   help=f"bundle folder to serve (default: ${BUNDLE_ENV}, else the shipped bundles with a menu "
+                        "to choose: artifacts/herlev-bundle, real Herlev cells, then artifacts/demo-bundle, "
+                        "synthetic cells)")
     p.add_argument("--examples", type=Path, default=None,
-                   help="folder of example cell images to offer (default: artifacts/examples when the bundle "
-                        "was trained on synthetic cells, else none)")
+                   help="folder of example cell images to offer with --bundle (default: none, or "
+                        "artifacts/examples when that bundle was trained on synthetic cells)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
@@ -71,18 +88,28 @@ def main(argv: list[str] | None = None) -> None:
     from xcyto.demo.views import is_synthetic
     from xcyto.errors import XcytoError
 
+    chosen = args.bundle or (Path(os.environ[BUNDLE_ENV]) if os.environ.get(BUNDLE_ENV) else None)
+    shipped = {} if chosen is not None else shipped_bundles()
+    demos = {}
     try:
-        demo = Demo(args.bundle, map_method=args.map_method, neighbours=args.neighbours)
+        if shipped:
+            for label, (bundle, examples) in shipped.items():
+                demos[label] = Demo(bundle, examples=example_files(examples), map_method=args.map_method,
+                                    neighbours=args.neighbours)
+        else:
+            demo = Demo(chosen, map_method=args.map_method, neighbours=args.neighbours)
+            folder = args.examples if args.examples is not None else (default_examples() if is_synthetic(demo.bundle)
+                                                                       else None)
+            demo.examples = example_files(folder)
+            demos[demo.bundle.name] = demo
     except XcytoError as error:
         sys.exit(f"demo/app.py: {error}")
-    folder = args.examples if args.examples is not None else (default_examples() if is_synthetic(demo.bundle)
-                                                               else None)
-    demo.examples = example_files(folder)
     try:
-        launch(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
+        launch(demos, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
                block=True)
     finally:
-        demo.close()
+        for demo in demos.values():
+            demo.close()
 
 
 if __name__ == "__main__":
