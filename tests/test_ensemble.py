@@ -143,3 +143,18 @@ def test_demo_accepts_an_ensemble(pair, cells, tmp_path):
         assert outputs[-1].predicted in demo.bundle.classes
     finally:
         demo.close()
+
+
+def test_the_ensemble_needs_nothing_from_the_layers_that_use_it():
+    """An ensemble is a bundle: explain, evaluate and the CLI call it, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import xcyto.ensemble
+
+    tree = ast.parse(Path(xcyto.ensemble.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    upward = sorted(name for name in imported
+                    if name.startswith(("xcyto.explain", "xcyto.training", "xcyto.audit", "xcyto.cli", "xcyto.demo")))
+    assert upward == [], upward

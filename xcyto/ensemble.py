@@ -37,7 +37,6 @@ from xcyto import __version__
 from xcyto.atomic import atomic_dir, write_json_atomic
 from xcyto.bundle import CONFIG_FILE, ENSEMBLE_FORMAT, GALLERY_DIR, SPLIT_FILE, Bundle, load
 from xcyto.errors import BundleError, DataError
-from xcyto.explain.result import Explanation
 
 FORMAT_VERSION = 1
 MEMBERS_DIR = "members"
@@ -170,7 +169,7 @@ class EnsembleBundle(Bundle):
             config = dict(self.config)
             config.update(format=ENSEMBLE_FORMAT, format_version=FORMAT_VERSION, xcyto_version=__version__)
             write_json_atomic(staging / CONFIG_FILE, config)
-            split = _shared_split(self.members)
+            split = shared_split(self.members)
             if split is not None:
                 shutil.copyfile(split, staging / SPLIT_FILE)
             if (path / GALLERY_DIR).is_dir():  # kept, as Bundle.save keeps it (refused if stale)
@@ -288,7 +287,7 @@ def _shared_data(members: list[Bundle]) -> dict:
             "note": "the members were trained on different data or splits"}
 
 
-def _shared_split(members: list[Bundle]) -> Path | None:
+def shared_split(members: list[Bundle]) -> Path | None:
     """The split.csv all members share byte for byte, if any."""
     paths = [member.path / SPLIT_FILE if member.path else None for member in members]
     if any(p is None or not p.is_file() for p in paths):
@@ -325,191 +324,4 @@ def fit_weights(member_probabilities: np.ndarray, labels: np.ndarray) -> np.ndar
 
 def member_probabilities_on(ensemble: EnsembleBundle, samples) -> np.ndarray:
     """``(M, N, C)`` calibrated probabilities of each member on cells, each with its own transform."""
-    from xcyto.training.evaluate import bundle_logits
-
-    return np.stack([member.calibration.probabilities(bundle_logits(member, samples)) for member in ensemble.members])
-
-
-def ensemble_command(bundles, out, weights=None, fit: bool = False, data=None, scheme=None) -> EnsembleBundle:
-    """``xcyto ensemble``: build, optionally fit weights on validation, test, save, report."""
-    from xcyto.training.evaluate import evaluate_bundle, select_split
-    from xcyto.training.metrics import headline_metrics
-
-    if fit and weights is not None:
-        raise BundleError("give either weights or --fit-weights, not both")
-    ensemble = make_ensemble(bundles, weights)
-    reference = ensemble.members[0]  # select_split reads the manifest beside a bundle; the members share it
-    dataset = None
-    if fit or _shared_split(ensemble.members) is not None:
-        data = data or ensemble.config["data"].get("source")
-        if _shared_split(ensemble.members) is None or not data:
-            raise BundleError("fitting weights needs members that share a split (trained on the same split.csv, "
-                              "e.g. one fold of 'xcyto compare') and their data (--data)")
-        from xcyto.data import load_dataset
-
-        label_scheme = ensemble.config.get("label_scheme", "default")
-        dataset = load_dataset(data, scheme=scheme or (None if label_scheme == "default" else label_scheme))
-    if fit:
-        val = select_split(reference, dataset, "val")
-        ensemble.set_weights(fit_weights(member_probabilities_on(ensemble, val.samples), val.labels))
-        ensemble.config["weights_fitted_on"] = f"val ({len(val)} cells, negative log-likelihood)"
-    if dataset is not None:
-        cells = select_split(reference, dataset, "test")
-        evaluated_on = "test" if len(cells) else "val"
-        if not len(cells):
-            cells = select_split(reference, dataset, "val")
-        metrics = evaluate_bundle(ensemble, cells)
-        ensemble.config["metrics"] = {"test": headline_metrics(metrics), "evaluated_on": evaluated_on}
-    ensemble.save(out)
-    summary = ", ".join(f"{name} {weight:.2f}" for name, weight in zip(ensemble.member_names, ensemble.weights))
-    print(f"ensemble of {len(ensemble.members)} bundles ({summary}) -> {out}")
-    test = ensemble.config["metrics"].get("test")
-    if test:
-        line = (f"{ensemble.config['metrics']['evaluated_on']} ({test['n']} cells): accuracy {test['accuracy']:.3f}, "
-                f"macro-F1 {test['macro_f1']:.3f}, ECE {test['ece']:.3f}")
-        if "binary_accuracy" in test:
-            line += f", normal/abnormal accuracy {test['binary_accuracy']:.3f}"
-        print(line)
-    return ensemble
-
-
-# -- explanations -------------------------------------------------------------------------------
-@dataclass(repr=False)  # keep Explanation's short repr
-class EnsembleExplanation(Explanation):
-    """An :class:`Explanation` of an ensemble's prediction; ``members`` keeps each member's own
-    explanation (maps of the same target class), by member name."""
-
-    members: dict = field(default_factory=dict)
-
-    def to_dict(self, arrays: bool = False) -> dict:
-        out = super().to_dict(arrays)
-        out["members"] = {name: member.to_dict(arrays) for name, member in self.members.items()}
-        return out
-
-
-def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighbours: int = 8, *,
-                     normalise: str = "individual", batch_size: int = 32, device=None, **method_options):
-    """:func:`xcyto.explain` for an ensemble: each member explains the ensemble's target class,
-    and the maps are combined weighted by ``w_i * p_i(target)`` (see :func:`combine_maps`).
-
-    Neighbours and atypicality come from the ensemble's own gallery when it has one, else
-    from the member with the largest weight (``settings["neighbours_from"]`` says which).
-    Each member's own explanation stays in ``explanation.members``.
-    """
-    from xcyto.explain.api import _neighbours, explain, load_images, resolve_target
-
-    if device is not None:
-        bundle.to(device)
-    arrays, names, single = load_images(image)
-    probabilities, embeddings = _forward(bundle, arrays, batch_size)
-    targets = resolve_target(target, bundle.classes, len(arrays))
-    targets = probabilities.argmax(axis=1).tolist() if targets is None else targets
-    lead = bundle.lead
-    own_gallery = _own_gallery(bundle) if neighbours else None
-    member_results = [explain(arrays, bundle=member, methods=methods, target=targets,
-                              neighbours=neighbours if index == lead and own_gallery is None else 0,
-                              normalise=normalise, batch_size=batch_size, **method_options)
-                      for index, member in enumerate(bundle.members)]
-    views, heatmaps = combine_maps(bundle, member_results, targets, normalise)
-    if own_gallery is not None:
-        found, nearest, scores, flags = _neighbours(bundle, embeddings, int(neighbours), len(arrays))
-        source = "the ensemble's own gallery"
-    else:
-        leads = member_results[lead]
-        found, nearest = [e.neighbours for e in leads], [e.nearest_per_class for e in leads]
-        scores, flags = [e.atypicality for e in leads], [e.atypical for e in leads]
-        embeddings = [e.embedding for e in leads]
-        source = f"{bundle.member_names[lead]} (the member with the largest weight)"
-    common = {
-        "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
-        "bundle_path": str(bundle.path) if bundle.path else None, "architecture": "ensemble",
-        "temperature": 1.0, "input_size": bundle.input_size, "normalise": normalise,
-        "display": member_results[lead][0].settings.get("display"), "xcyto_version": __version__,
-        "device": str(bundle.device), "seed": int(method_options.get("seed", 0)),
-        "methods": member_results[lead][0].settings.get("methods"), "combination": COMBINATION,
-        "members": [{"name": name, "architecture": member.architecture, "weight": float(weight),
-                     "sha256": member.sha256}
-                    for name, member, weight in zip(bundle.member_names, bundle.members, bundle.weights)],
-        "neighbours_from": source, "target_requested": target is not None,
-    }
-    explanations = []
-    for index in range(len(arrays)):
-        timings = {}
-        for results in member_results:
-            for key, value in results[index].timings_ms.items():
-                timings[key] = round(timings.get(key, 0.0) + value, 2)
-        explanations.append(EnsembleExplanation(
-            image=views[index], classes=bundle.classes,
-            probabilities={name: float(p) for name, p in zip(bundle.classes, probabilities[index])},
-            predicted=bundle.classes[int(probabilities[index].argmax())], target=bundle.classes[targets[index]],
-            heatmaps=heatmaps[index], neighbours=list(found[index]), nearest_per_class=dict(nearest[index]),
-            atypicality=None if scores is None or scores[index] is None else float(scores[index]),
-            atypical=None if flags is None or flags[index] is None else bool(flags[index]),
-            settings=dict(common), source=names[index],
-            embedding=None if embeddings[index] is None else np.asarray(embeddings[index]), timings_ms=timings,
-            members={name: results[index] for name, results in zip(bundle.member_names, member_results)}))
-    return explanations[0] if single else explanations
-
-
-@torch.no_grad()
-def _forward(bundle: EnsembleBundle, arrays, batch_size: int) -> tuple[np.ndarray, torch.Tensor]:
-    """One pass: the ensemble's probabilities ``(N, C)`` and unit-norm embeddings ``(N, D)``."""
-    bundle.model.eval()
-    probabilities, embeddings = [], []
-    for start in range(0, len(arrays), batch_size):
-        features = bundle.model.forward_embedding(bundle.preprocess(arrays[start:start + batch_size]))
-        probabilities.append(bundle.probabilities(bundle.model.forward_head(features)).cpu())
-        embeddings.append(torch.nn.functional.normalize(features.float(), dim=1).cpu())
-    return torch.cat(probabilities).numpy(), torch.cat(embeddings)
-
-
-def combine_maps(bundle: EnsembleBundle, member_results: list[list[Explanation]], targets: list[int],
-                 normalise: str) -> tuple[np.ndarray, list[dict]]:
-    """The cells as the widest member saw them ``(N, S, S, 3)``, and per cell the combined
-    :class:`~xcyto.explain.result.Heatmap` of every method.
-
-    Each member's raw map is divided by its own scale (the 99th percentile of ``|raw|``, per
-    cell or shared as ``normalise`` says), so no member dominates by the size of its
-    gradients, resized to the largest input size, and weighted by ``w_i * p_i(target)``
-    normalised over the members (``heatmap.info["share_<member>"]``).
-    """
-    from xcyto.explain.batched import display_maps, upsample
-    from xcyto.explain.render import overlay_batch
-    from xcyto.explain.result import Heatmap
-
-    size = bundle.input_size
-    widest = [member.input_size for member in bundle.members].index(size)
-    views = torch.from_numpy(np.stack([e.image for e in member_results[widest]]))
-    contributions = np.stack([weight * np.array([e.probabilities[bundle.classes[t]] for e, t in zip(results, targets)])
-                              for weight, results in zip(bundle.weights, member_results)])  # (M, N)
-    shares = contributions / np.maximum(contributions.sum(axis=0, keepdims=True), 1e-12)
-    heatmaps = [{} for _ in targets]
-    for method, first in member_results[0][0].heatmaps.items():
-        combined = torch.zeros(len(targets), size, size)
-        for share, results in zip(shares, member_results):
-            raw = upsample(torch.from_numpy(np.stack([e.heatmaps[method].raw for e in results])), (size, size))
-            scale = torch.tensor([e.heatmaps[method].scale for e in results], dtype=torch.float32).clamp_min(1e-12)
-            combined += torch.from_numpy(share).float()[:, None, None] * raw / scale[:, None, None]
-        display, scale = display_maps(combined, normalise)
-        overlay = overlay_batch(views, display)
-        for index, cell_heatmaps in enumerate(heatmaps):
-            cell_heatmaps[method] = Heatmap(
-                method=method, raw=combined[index].numpy(), display=display[index].numpy(),
-                overlay=overlay[index].numpy(), scale=float(scale[index]), signed=first.signed, normalise=normalise,
-                settings={**first.settings, "combination": COMBINATION},
-                info={f"share_{name}": float(shares[m, index]) for m, name in enumerate(bundle.member_names)})
-    return views.numpy(), heatmaps
-
-
-def _own_gallery(bundle: EnsembleBundle):
-    """The ensemble's own gallery, or ``None`` (none built, or unusable: then warned)."""
-    import warnings
-
-    from xcyto.errors import XcytoError
-    from xcyto.explain.api import gallery_for
-
-    try:
-        return gallery_for(bundle)
-    except XcytoError as error:
-        warnings.warn(f"the ensemble's gallery is unusable, neighbours come from a member: {error}", stacklevel=3)
-        return None
+    return np.stack([member.predict_cells(samples)[1] for member in ensemble.members])

@@ -111,7 +111,6 @@ def _fold_list(text: str) -> list[int]:
 
 
 def run_ensemble(args) -> int:
-    from xcyto.ensemble import ensemble_command
     from xcyto.errors import BundleError
 
     weights = None
@@ -130,3 +129,48 @@ def run_card(args) -> int:
 
     card_command(args.bundle, data=args.data, split=args.split, scheme=args.scheme, out=args.out)
     return 0
+
+
+def ensemble_command(bundles, out, weights=None, fit: bool = False, data=None, scheme=None) -> EnsembleBundle:
+    """``xcyto ensemble``: build, optionally fit weights on validation, test, save, report."""
+    from xcyto.ensemble import shared_split, fit_weights, make_ensemble, member_probabilities_on
+    from xcyto.errors import BundleError
+    from xcyto.training.evaluate import evaluate_bundle, select_split
+    from xcyto.training.metrics import headline_metrics
+
+    if fit and weights is not None:
+        raise BundleError("give either weights or --fit-weights, not both")
+    ensemble = make_ensemble(bundles, weights)
+    reference = ensemble.members[0]  # select_split reads the manifest beside a bundle; the members share it
+    dataset = None
+    if fit or shared_split(ensemble.members) is not None:
+        data = data or ensemble.config["data"].get("source")
+        if shared_split(ensemble.members) is None or not data:
+            raise BundleError("fitting weights needs members that share a split (trained on the same split.csv, "
+                              "e.g. one fold of 'xcyto compare') and their data (--data)")
+        from xcyto.data import load_dataset
+
+        label_scheme = ensemble.config.get("label_scheme", "default")
+        dataset = load_dataset(data, scheme=scheme or (None if label_scheme == "default" else label_scheme))
+    if fit:
+        val = select_split(reference, dataset, "val")
+        ensemble.set_weights(fit_weights(member_probabilities_on(ensemble, val.samples), val.labels))
+        ensemble.config["weights_fitted_on"] = f"val ({len(val)} cells, negative log-likelihood)"
+    if dataset is not None:
+        cells = select_split(reference, dataset, "test")
+        evaluated_on = "test" if len(cells) else "val"
+        if not len(cells):
+            cells = select_split(reference, dataset, "val")
+        metrics = evaluate_bundle(ensemble, cells)
+        ensemble.config["metrics"] = {"test": headline_metrics(metrics), "evaluated_on": evaluated_on}
+    ensemble.save(out)
+    summary = ", ".join(f"{name} {weight:.2f}" for name, weight in zip(ensemble.member_names, ensemble.weights))
+    print(f"ensemble of {len(ensemble.members)} bundles ({summary}) -> {out}")
+    test = ensemble.config["metrics"].get("test")
+    if test:
+        line = (f"{ensemble.config['metrics']['evaluated_on']} ({test['n']} cells): accuracy {test['accuracy']:.3f}, "
+                f"macro-F1 {test['macro_f1']:.3f}, ECE {test['ece']:.3f}")
+        if "binary_accuracy" in test:
+            line += f", normal/abnormal accuracy {test['binary_accuracy']:.3f}"
+        print(line)
+    return ensemble

@@ -170,7 +170,7 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     started = time.perf_counter()
     bundle = resolve_bundle(bundle)
     if getattr(bundle, "is_ensemble", False):  # members explained one by one, maps combined
-        from xcyto.ensemble import explain_ensemble
+        from xcyto.explain.members import explain_ensemble
 
         return explain_ensemble(image, bundle, methods, target, neighbours, normalise=normalise,
                                 batch_size=batch_size, device=device, **method_options)
