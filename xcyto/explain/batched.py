@@ -68,6 +68,12 @@ def method_settings(methods: list[Method], options: dict | None) -> dict[str, di
     return {m.name: {key: options.get(key, default) for key, default in m.options.items()} for m in methods}
 
 
+def options_for(methods, options: dict) -> dict:
+    """The part of ``options`` that ``methods`` read (the rest would be refused as unknown)."""
+    known = set(COMMON_OPTIONS).union(*(m.options for m in resolve_methods(methods)))
+    return {key: value for key, value in options.items() if key in known}
+
+
 def check_batch(batch) -> torch.Tensor:
     if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
