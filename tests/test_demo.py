@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from xcyto.data.schemes import ABNORMAL, NORMAL
@@ -331,3 +332,60 @@ def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp
     assert report.external_requests == []  # works offline: no fonts or scripts from the internet
     assert report.predicted and report.heatmaps == 3 and report.neighbours == 8
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+# -- several models ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_models(demo, tmp_path_factory):
+    """The tiny synthetic model and a second one with other classes (an untrained normal/abnormal
+    CNN), each with its own examples, served on one page with a Model menu."""
+    from xcyto import models
+    from xcyto.bundle import Bundle
+    from xcyto.data.synthetic import generate_cell
+    from xcyto.demo.app import Demo, launch
+    from xcyto.demo.browser import free_port
+
+    folder = tmp_path_factory.mktemp("two-models")
+    torch.manual_seed(0)
+    spec = models.get_spec("small_cnn")
+    Bundle(model=models.create("small_cnn", 2, weights=None).eval(),
+           config={"architecture": "small_cnn", "classes": ["normal", "abnormal"], "input_size": 40,
+                   "mean": list(spec.mean), "std": list(spec.std), "name": "second-model"}).save(folder / "bundle")
+    (folder / "examples").mkdir()
+    Image.fromarray(generate_cell("Parabasal", 7, size=64).image).save(folder / "examples" / "abnormal-1.png")
+    second = Demo(folder / "bundle", examples=[folder / "examples" / "abnormal-1.png"], map_method="pca",
+                  fit_map_in_background=False)
+    page = {"Synthetic (tiny)": demo, "Second model": second}
+    port = free_port()
+    blocks = launch(page, port=port, quiet=True)
+    yield f"http://127.0.0.1:{port}/", page
+    blocks.close()
+    second.close()
+
+
+def test_the_model_menu_routes_every_request_to_its_model(two_models, examples):
+    from gradio_client import Client, handle_file
+
+    url, page = two_models
+    client = Client(url, verbose=False, download_files=False)
+    *_, first = client.predict(handle_file(str(examples[0])), FAST, "predicted class", 0.75, api_name="/explain")
+    *_, second = client.predict(handle_file(str(examples[0])), ["gradcam"], "predicted class", 0.75, "Second model",
+                                api_name="/explain")
+    assert first["predicted"] in page["Synthetic (tiny)"].bundle.classes
+    assert second["predicted"] in ("normal", "abnormal") and second["settings"]["bundle_name"] == "second-model"
+    table, _ = client.predict([handle_file(str(examples[1]))], "Second model", api_name="/batch")
+    assert "normal" in table
+
+
+def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_path):
+    from xcyto.demo.browser import CHROMIUM, explain_example
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    url, page = two_models
+    first = explain_example(url, example=0, methods=2)
+    assert first.predicted in page["Synthetic (tiny)"].bundle.classes and not first.console_errors
+    second = explain_example(url, screenshot=tmp_path / "second.png", example=0, methods=2, model="Second model",
+                             gallery=False)
+    assert second.predicted in ("normal", "abnormal"), second
+    assert second.console_errors == [] and second.page_errors == [] and second.external_requests == []

@@ -41,14 +41,19 @@ def free_port() -> int:
 
 
 def explain_example(url: str, screenshot: Path | None = None, example: int = 1, timeout_s: float = 120,
-                    methods: int = 2) -> PageReport:
-    """Open ``url``, click example number ``example``, wait for the answer; optionally save a screenshot."""
+                    methods: int = 2, model: str | None = None, gallery: bool = True) -> PageReport:
+    """Open ``url`` (choosing ``model`` in the Model menu when given), click example number
+    ``example``, wait for the answer (and, when the model has a ``gallery``, its neighbours
+    and map); optionally save a screenshot."""
     report = PageReport()
     timeout = timeout_s * 1000
     with watched_page(url, report) as page:
         started = time.perf_counter()
         try:
-            _explain_example(page, url, report, example, timeout, methods)
+            page.goto(url, wait_until="load", timeout=timeout)
+            if model is not None:
+                choose_model(page, model, timeout)
+            _explain_example(page, report, example, timeout, methods, gallery)
         except Exception:
             if screenshot is not None:  # what the page showed when it went wrong
                 page.screenshot(path=str(Path(screenshot).with_suffix(".failed.png")), full_page=True)
@@ -83,14 +88,22 @@ def watched_page(url: str, report):
             browser.close()
 
 
-def _explain_example(page, url: str, report: PageReport, example: int, timeout: float, methods: int) -> None:
-    page.goto(url, wait_until="load", timeout=timeout)
+def choose_model(page, label: str, timeout: float) -> None:
+    """Pick ``label`` in the page's Model menu and wait until the page shows that model."""
+    page.locator("#model input").click(timeout=timeout)
+    page.get_by_role("option", name=label, exact=True).click(timeout=timeout)
+    page.wait_for_function(f"document.querySelector('#model input').value === {label!r}", timeout=timeout)
+    page.wait_for_timeout(500)  # the model's description, examples and classes arrive together
+
+
+def _explain_example(page, report: PageReport, example: int, timeout: float, methods: int, gallery: bool) -> None:
     # Gradio keeps a heartbeat stream open, so "network idle" never comes: wait for elements.
     page.locator("#examples button.thumbnail-item").nth(example).click(timeout=timeout)
     page.locator("#verdict .xc-predicted").wait_for(timeout=timeout)
     page.locator("#heatmaps img").nth(methods).wait_for(timeout=timeout)  # the cell + one per method
-    page.locator("#neighbours img").first.wait_for(timeout=timeout)
-    page.locator("#embedding-map img").first.wait_for(timeout=timeout)
+    if gallery:
+        page.locator("#neighbours img").first.wait_for(timeout=timeout)
+        page.locator("#embedding-map img").first.wait_for(timeout=timeout)
     report.predicted = page.locator("#verdict .xc-predicted").inner_text()
     report.heatmaps = page.locator("#heatmaps img").count()
     report.neighbours = page.locator("#neighbours img").count()
