@@ -10,10 +10,12 @@ For each model and method, milliseconds per cell for one cell and for a batch:
   (``pytorch_grad_cam.GradCAM`` on the same layer; captum ``IntegratedGradients`` with
   the same number of steps and no ``internal_batch_size``), timed on two cells.
 
-Then ``xcyto.explain()`` of one cell, end to end (image -> Explanation with Grad-CAM, IG
-and neighbours), for efficientnet_lite0 when it is among the models.
+Then ``xcyto.explain()`` of one cell at a time with its defaults (Grad-CAM, integrated
+gradients until they add up within 5 %, 8 neighbours) on the shipped bundles' held-out
+example cells, against the bare passes the same cell needed, timed right after it.
 
     python bench/explain_latency.py                 # full: batch 32, IG 32 steps, 3 repeats
+    python bench/explain_latency.py --end-to-end-only   # explain() on real cells, one at a time
     python bench/explain_latency.py --quick         # batch 4, IG 16 steps: about a minute on 2 CPU cores
     python bench/explain_latency.py --models resnet18 --batch 8 --methods gradcam,smoothgrad
 """
@@ -36,7 +38,6 @@ from xcyto.explain import explain_batch, get_method  # noqa: E402
 from xcyto.explain.context import Context  # noqa: E402
 from xcyto.models import create, get_layer, get_spec  # noqa: E402
 
-END_TO_END_STEPS = 32  # the target: one cell, Grad-CAM + IG (32 steps) + neighbours, < 1.5 s on 2 CPU cores
 FLOOR_PASSES = {"gradcam": 1, "gradcampp": 1, "hirescam": 1, "layercam": 1, "saliency": 1, "guided_gradcam": 2}
 
 
@@ -160,26 +161,51 @@ def print_row(row: dict, flush: bool = False) -> None:
 
 
 def bench_end_to_end(args, device) -> None:
-    """``xcyto.explain()`` of one cell: image -> Explanation with Grad-CAM + IG + neighbours."""
+    """``xcyto.explain()`` of one cell at a time with its defaults (Grad-CAM, integrated
+    gradients until they add up, 8 neighbours), on real cells when a Herlev bundle is at
+    hand, against the floor of the same cell: the forward+backward passes its IG used (and
+    one for Grad-CAM) on the bare model, timed right after it."""
+    from xcyto.data.io import read_image
     from xcyto.explain import explain
     from xcyto.explain.api import default_bundle_path, resolve_bundle
 
-    candidates = [(temporary_bundle(args), "lite0 (ImageNet weights, 5-class head) with a gallery of random cells")]
-    demo = default_bundle_path()
-    if demo.is_dir() and resolve_bundle(demo).architecture == "efficientnet_lite0":
-        candidates.append((resolve_bundle(demo), f"the demo bundle, {demo}"))
+    candidates = []
+    herlev = Path(__file__).resolve().parents[1] / "artifacts" / "herlev-bundle"
+    examples = Path(__file__).resolve().parents[1] / "artifacts" / "examples-herlev"
+    if (herlev / "bundle.json").is_file():
+        cells = [read_image(path) for path in sorted(examples.glob("*.jp*g"))[: args.cells]]
+        candidates.append((resolve_bundle(herlev), cells, f"the Herlev bundle on {len(cells)} held-out Herlev cells"))
     rng = np.random.default_rng(0)
-    image = (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
-    options = dict(methods=("gradcam", "integrated_gradients"), neighbours=8, steps=END_TO_END_STEPS)
+    noise = [(rng.random((args.size, args.size, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    candidates.append((temporary_bundle(args), noise, "Lite0 (ImageNet, untrained 5-class head), random images"))
+    demo = default_bundle_path()
+    if demo.is_dir():
+        synthetic = sorted((demo.parent / "examples").glob("*.png"))[: args.cells]
+        candidates.append((resolve_bundle(demo), [read_image(path) for path in synthetic],
+                           f"the demo bundle on {len(synthetic)} synthetic cells"))
     print()
-    for bundle, where in candidates:
+    print("| bundle | input | cells | explain() ms/cell: median | p90 | IG steps: median | max | adds up (5 %) "
+          "| floor ms/cell: median | explain / floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for bundle, images, where in candidates:
         bundle.to(device)
-        seconds = timed(lambda: explain(image, bundle, **options), device, args.repeats)
-        explanation = explain(image, bundle, **options)
-        parts = ", ".join(f"{k} {v:.0f}" for k, v in explanation.timings_ms.items())
-        print(f"explain() of one cell, {bundle.architecture} at {bundle.input_size} px, Grad-CAM + IG "
-              f"({END_TO_END_STEPS} steps) + {len(explanation.neighbours)} neighbours, {where}: "
-              f"{seconds * 1000:.0f} ms  [{parts} ms]")
+        explain(images[0], bundle)  # warm-up: caches, the folded copy
+        totals, floors, steps, converged = [], [], [], []
+        for image in images:
+            start = now(device)
+            explanation = explain(image, bundle)
+            totals.append(now(device) - start)
+            info = explanation.heatmap("integrated_gradients").info
+            steps.append(int(info["steps"]))
+            converged.append(bool(info["converged"]))
+            batch = bundle.preprocess(image)
+            rows = batch.repeat(steps[-1] + 1, 1, 1, 1)
+            chunk = Context(bundle.model, batch, layer=None, embedding_layer=None).rows_per_chunk(backward=True)
+            floors.append(timed(lambda: forward_backward(bundle.model, rows, chunk), device, 1))
+        ms, floor = np.array(totals) * 1000, np.array(floors) * 1000
+        print(f"| {where} | {bundle.input_size} px | {len(images)} | {np.median(ms):.0f} | "
+              f"{np.percentile(ms, 90):.0f} | {np.median(steps):.0f} | {max(steps)} | "
+              f"{sum(converged)}/{len(converged)} | {np.median(floor):.0f} | {np.median(ms / floor):.2f} |", flush=True)
 
 
 def temporary_bundle(args):
@@ -210,8 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="SmoothGrad samples")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gallery-cells", type=int, default=64)
+    parser.add_argument("--cells", type=int, default=14, help="cells explained one by one, end to end")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-naive", action="store_true", help="skip the per-image library baselines")
+    parser.add_argument("--end-to-end-only", action="store_true", help="only explain() of real cells, one at a time")
     parser.add_argument("--quick", action="store_true",
                         help="batch 4, IG 16 steps, 1 repeat: about a minute on 2 quiet CPU cores")
     args = parser.parse_args(argv)
@@ -223,10 +251,11 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"explain latency on {name}, {args.size} px, IG {args.steps} steps, batch {args.batch}, "
           f"median of {args.repeats}; torch {torch.__version__}; load average {_load()}\n")
-    print_header()
-    for model in args.models:
-        bench_model(model, args, device)
-    if "efficientnet_lite0" in args.models:
+    if not args.end_to_end_only:
+        print_header()
+        for model in args.models:
+            bench_model(model, args, device)
+    if "efficientnet_lite0" in args.models or args.end_to_end_only:
         bench_end_to_end(args, device)
     print(f"\nload average at the end: {_load()} (other processes share the CPU: compare columns, not runs)")
     return 0
