@@ -1,0 +1,94 @@
+"""Morphology: segmentation against exact synthetic masks, features against shapes drawn by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from xcyto.morphology import CellMasks, SegmentationError, analyse, list_features, measure, segment
+
+
+def disc(shape, centre, radius):
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+
+
+def painted(cell, nucleus, cytoplasm=(230, 170, 190), nucleus_colour=(80, 60, 140)):
+    """A pale slide, pink cytoplasm and a dark blue-purple (haematoxylin) nucleus."""
+    image = np.full((*cell.shape, 3), (245, 242, 240), np.uint8)
+    image[cell] = cytoplasm
+    image[nucleus] = nucleus_colour
+    return image
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_features_of_concentric_discs_match_their_geometry():
+    cell, nucleus = disc((128, 128), (64, 64), 40), disc((128, 128), (64, 64), 20)
+    features = measure(painted(cell, nucleus), CellMasks(nucleus, cell))
+    assert set(features) == set(list_features())
+    assert features["nucleus_area"] == nucleus.sum() and features["cytoplasm_area"] == (cell & ~nucleus).sum()
+    assert features["nc_ratio"] == pytest.approx(20 ** 2 / 40 ** 2, rel=0.02)  # area ratio of the discs
+    assert features["nucleus_longest_diameter"] == pytest.approx(40, rel=0.02)
+    assert features["nucleus_elongation"] == pytest.approx(1.0, abs=0.01)
+    assert features["nucleus_roundness"] > 0.9 and features["cell_roundness"] > 0.9
+    assert features["nucleus_perimeter"] == pytest.approx(2 * math.pi * 20, rel=0.05)
+    assert features["nucleus_position"] == pytest.approx(0.0, abs=0.01)
+    assert features["nucleus_brightness"] == pytest.approx((80 + 60 + 140) / 3 / 255, abs=1e-6)
+    assert features["nucleus_irregularity"] < 0.05
+    assert features["perinuclear_halo"] == pytest.approx(0.0, abs=1e-9)  # flat cytoplasm: no halo
+
+
+def test_features_see_elongation_offset_irregularity_and_a_halo():
+    rows, cols = np.mgrid[:128, :128]
+    cell = disc((128, 128), (64, 64), 50)
+    ellipse = ((rows - 64) / 10) ** 2 + ((cols - 80) / 25) ** 2 <= 1  # 50 x 20, right of centre
+    features = measure(painted(cell, ellipse), CellMasks(ellipse, cell))
+    assert features["nucleus_elongation"] == pytest.approx(20 / 50, abs=0.03)
+    assert features["nucleus_position"] == pytest.approx(16 / 50, abs=0.03)
+    star = disc((128, 128), (64, 64), 18) | ((np.abs(rows - 64) < 3) & (np.abs(cols - 64) < 30)) \
+        | ((np.abs(cols - 64) < 3) & (np.abs(rows - 64) < 30))
+    assert measure(painted(cell, star), CellMasks(star, cell))["nucleus_irregularity"] > 0.15
+    nucleus = disc((128, 128), (64, 64), 15)
+    image = painted(cell, nucleus)
+    image[disc((128, 128), (64, 64), 24) & ~nucleus] = 250  # a clear ring around the nucleus
+    assert measure(image, CellMasks(nucleus, cell))["perinuclear_halo"] > 0.1
+
+
+def test_micrometres_scale_lengths_and_areas():
+    cell, nucleus = disc((64, 64), (32, 32), 20), disc((64, 64), (32, 32), 10)
+    pixels = measure(painted(cell, nucleus), CellMasks(nucleus, cell))
+    microns = measure(painted(cell, nucleus), CellMasks(nucleus, cell), microns_per_pixel=0.5)
+    assert microns["nucleus_area"] == pytest.approx(pixels["nucleus_area"] * 0.25)
+    assert microns["nucleus_longest_diameter"] == pytest.approx(pixels["nucleus_longest_diameter"] * 0.5)
+    assert microns["nc_ratio"] == pixels["nc_ratio"]
+
+
+def test_classical_segmentation_finds_the_synthetic_nuclei():
+    from xcyto.data import load_dataset
+
+    cells = load_dataset("synthetic:n=40,size=128,seed=3")
+    scores = [dice(segment(s.image).nucleus, s.nucleus_mask) for s in cells.samples]
+    assert np.median(scores) > 0.9 and np.mean(scores) > 0.75
+    drawn = painted(disc((96, 96), (48, 48), 30), disc((96, 96), (48, 48), 12))
+    masks = segment(drawn)
+    assert dice(masks.nucleus, disc((96, 96), (48, 48), 12)) > 0.9
+    assert dice(masks.cell, disc((96, 96), (48, 48), 30)) > 0.9
+    assert not (masks.nucleus & ~masks.cell).any()
+
+
+def test_analyse_reports_in_the_images_pixels_whatever_the_working_size():
+    drawn = painted(disc((256, 256), (128, 128), 80), disc((256, 256), (128, 128), 30))
+    full, shrunk = analyse(drawn, working_size=512), analyse(drawn)  # 128 px working size
+    assert shrunk.masks.nucleus.shape == (256, 256)
+    for name in ("nucleus_area", "cytoplasm_area", "nucleus_longest_diameter", "nc_ratio"):
+        assert shrunk.features[name] == pytest.approx(full.features[name], rel=0.05), name
+    assert shrunk.units["nucleus_area"] == "px2" and analyse(drawn, microns_per_pixel=0.2).units["nucleus_area"] == "um2"
+
+
+def test_bad_requests_are_clear_errors():
+    with pytest.raises(SegmentationError, match="unknown segmenter 'magic'"):
+        segment(np.zeros((32, 32, 3), np.uint8), "magic")
+    with pytest.raises(SegmentationError, match="too small"):
+        segment(np.zeros((4, 4, 3), np.uint8))
