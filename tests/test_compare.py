@@ -126,3 +126,16 @@ def test_only_some_folds_train_first_and_the_rest_later(tmp_path):
     assert (tmp_path / "small_cnn" / "fold-1" / "metrics.json").stat().st_mtime_ns == trained  # not trained again
     with pytest.raises(TrainingError, match="folds to run"):
         compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, only_folds=[2], **SETTINGS)
+
+
+def test_the_morphometric_baseline_joins_the_leaderboard(tmp_path):
+    from xcyto.training.compare import MORPHOMETRY
+
+    result = compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, morphometry=True, only_folds=[0],
+                     **SETTINGS)
+    rows = {row["model"]: row for row in result.results}
+    assert set(rows) == {"small_cnn", MORPHOMETRY}
+    assert 0.0 <= rows[MORPHOMETRY]["accuracy"] <= 1.0 and rows[MORPHOMETRY]["n_test"] == rows["small_cnn"]["n_test"]
+    cached = np.load(tmp_path / "morphometry" / "features.npz")
+    assert cached["features"].shape[0] == 80 and len(cached["names"]) == cached["features"].shape[1]
+    assert MORPHOMETRY in (tmp_path / "leaderboard.md").read_text()

@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                               "e.g. 'efficientnet_lite0,resnet18[backbone_lr_mult=1],small_cnn'")
     compare.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
     compare.add_argument("--out", required=True, help="comparison folder")
+    compare.add_argument("--morphometry", action="store_true",
+                         help="also cross-validate gradient-boosted trees on the cells' morphometric features "
+                              "(the interpretable baseline) on the same folds")
     compare.add_argument("--only-folds", default=None,
                          help="train only these folds, e.g. '0' to choose settings on fold 0's validation cells")
     compare.add_argument("--no-ensemble", dest="ensemble", action="store_false",
@@ -97,7 +100,8 @@ def run_compare(args) -> int:
         settings.pop(key)
     compare(args.data, args.models, args.out, folds=args.folds, seed=args.seed, scheme=args.scheme,
             val_fraction=args.val_fraction, ensemble=args.ensemble,
-            only_folds=None if args.only_folds is None else _fold_list(args.only_folds), **settings)
+            only_folds=None if args.only_folds is None else _fold_list(args.only_folds),
+            morphometry=args.morphometry, **settings)
     return 0
 
 

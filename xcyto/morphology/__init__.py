@@ -7,6 +7,7 @@
 """
 from xcyto.morphology.analyse import Morphology, analyse
 from xcyto.morphology.features import FEATURES, Feature, list_features, measure, register_feature, unit_of
+from xcyto.morphology import learned as _learned  # noqa: F401  (registers the "learned" segmenter)
 from xcyto.morphology.segment import CellMasks, SegmentationError, list_segmenters, register_segmenter, segment
 
 __all__ = ["CellMasks", "Morphology", "analyse", "FEATURES", "Feature", "SegmentationError", "list_features", "list_segmenters", "measure",

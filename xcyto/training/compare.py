@@ -124,8 +124,14 @@ def _convert(value: str, kind, key: str):
     return value
 
 
+#: Folder (and leaderboard name) of the morphometric baseline (``morphometry=True``).
+MORPHOMETRY = "morphometry (gradient boosting)"
+MORPHOMETRY_DIR = "morphometry"
+
+
 def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str | None = None,
-            val_fraction: float = 0.15, ensemble: bool = True, only_folds=None, **settings) -> Comparison:
+            val_fraction: float = 0.15, ensemble: bool = True, only_folds=None, morphometry: bool = False,
+            **settings) -> Comparison:
     """Train every model on every fold (skipping finished runs, resuming interrupted
     ones), test each on its held-out fold, and write the leaderboard.
 
@@ -135,6 +141,8 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     of each fold's bundles, with equal weights and with weights fitted on validation.
     ``only_folds``: train these folds only (e.g. ``[0]`` to choose settings on fold 0's
     validation cells before running every fold); the others are left for a later call.
+    ``morphometry``: also cross-validate the interpretable baseline, gradient-boosted trees on
+    the cells' morphometric features (:mod:`xcyto.morphology.baseline`), on the same folds.
     """
     from xcyto.training.data import load_run_dataset
 
@@ -161,6 +169,8 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
             _run(config, f"{entry.label}, fold {k + 1}/{folds}")
         if ensemble and len(entries) > 1:
             _ensemble_fold(out, entries, k, dataset)
+        if morphometry:
+            _morphometry_fold(out, k, dataset, manifest, seed)
     print(f"all runs done in {time.perf_counter() - started:.0f} s")
 
     results = collect_results(out, entries, folds, ensemble=ensemble and len(entries) > 1)
@@ -250,6 +260,40 @@ def _ensemble_fold(out: Path, entries: list[ModelEntry], k: int, dataset) -> Non
           f"{', '.join(f'{e.label} {w:.2f}' for e, w in zip(entries, ensemble.weights))}")
 
 
+def _morphometry_fold(out: Path, k: int, dataset, manifest: Path, seed: int) -> None:
+    """The morphometric baseline on fold ``k``: features of every cell (measured once for the
+    comparison, ``morphometry/features.npy``), trees fitted on the training cells."""
+    from xcyto.data.splits import load_split_manifest
+    from xcyto.morphology.baseline import baseline_log_probabilities, feature_table, fit_baseline
+    from xcyto.morphology.features import list_features
+    from xcyto.training.metrics import classification_metrics
+
+    run_dir = out / MORPHOMETRY_DIR / f"fold-{k}"
+    if (run_dir / "metrics.json").is_file():
+        return
+    cache = out / MORPHOMETRY_DIR / "features.npz"
+    if cache.is_file() and list(np.load(cache)["cell_ids"]) == list(dataset.cell_ids):
+        features = np.load(cache)["features"]
+    else:
+        started = time.perf_counter()
+        features = feature_table(dataset.samples, progress=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, features=features, cell_ids=np.array(dataset.cell_ids), names=np.array(list_features()))
+        print(f"morphometry of {len(dataset)} cells in {time.perf_counter() - started:.0f} s")
+    split = load_split_manifest(manifest, dataset)
+    labels, classes = dataset.labels, list(dataset.classes)
+    started = time.perf_counter()
+    model = fit_baseline(features[split.train], labels[split.train], seed=seed)
+    seconds = time.perf_counter() - started
+    metrics = {name: classification_metrics(baseline_log_probabilities(model, features[indices], len(classes)),
+                                            labels[indices], classes)
+               for name, indices in (("val", split.val), ("test", split.test))}
+    metrics.update(best_epoch=None, epochs_run=None, train_seconds=seconds, evaluated_on="test",
+                   model="HistGradientBoostingClassifier on the morphometric features")
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    print(f"{MORPHOMETRY}, fold {k + 1}: accuracy {metrics['test']['accuracy']:.3f}")
+
+
 # -- results ---------------------------------------------------------------------------------
 def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: bool = True) -> list[dict]:
     """One row per finished (model, fold), ensembles included: test metrics, time, size."""
@@ -266,6 +310,13 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
                        ece_key="ece_calibrated")
             row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
                        best_epoch=metrics.get("best_epoch"), epochs_run=metrics.get("epochs_run"))
+            rows.append(row)
+    for k in range(folds):
+        path = out / MORPHOMETRY_DIR / f"fold-{k}" / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            row = _row(MORPHOMETRY, k, metrics["test"], metrics["train_seconds"], 0, ece_key="ece_calibrated")
+            row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"])
             rows.append(row)
     if ensemble:
         for k in range(folds):
@@ -341,7 +392,7 @@ def leaderboard_markdown(board: list[dict], title: str) -> str:
             mean, std = entry[f"{key}_mean"], entry[f"{key}_std"]
             digits = 0 if key == "train_seconds" else 3
             cells.append("" if mean is None else f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}"))
-        cells.append(f"{entry['parameters'] / 1e6:.2f}")
+        cells.append(f"{entry['parameters'] / 1e6:.2f}" if entry["parameters"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
