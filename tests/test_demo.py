@@ -162,15 +162,17 @@ def test_explain_returns_prediction_heatmaps_neighbours_map_and_downloads(explai
     assert label["label"] in verdict and "calibrated probability" in verdict
 
     assert heatmaps[0]["caption"] == "cell (model input)"
+    assert heatmaps[1]["caption"] == "segmented: nucleus red, cell green"
     # every map shows its check: Grad-CAM the bundle's randomisation result, IG its completeness
     rho = tiny_bundle.config["explanation_checks"]["randomisation"]["gradcam"]["rho"]
-    assert heatmaps[1]["caption"].startswith("Grad-CAM") and f"(rho {rho:.2f})" in heatmaps[1]["caption"]
-    assert heatmaps[2]["caption"].startswith("Integrated Gradients")
-    assert re.search(r"(✓ adds up|⚠ off by) .*\d+ steps", heatmaps[2]["caption"])
+    assert heatmaps[2]["caption"].startswith("Grad-CAM") and f"(rho {rho:.2f})" in heatmaps[2]["caption"]
+    assert heatmaps[3]["caption"].startswith("Integrated Gradients")
+    assert re.search(r"(✓ adds up|⚠ off by) .*\d+ steps", heatmaps[3]["caption"])
     pixels = [np.asarray(Image.open(_image(item))) for item in heatmaps]
     size = tiny_bundle.input_size
-    assert all(p.shape == (size, size, 3) for p in pixels)
-    assert not np.array_equal(pixels[0], pixels[1])  # the overlay is drawn over the cell
+    assert all(p.shape == (size, size, 3) for index, p in enumerate(pixels) if index != 1)
+    assert pixels[1].shape == (64, 64, 3)  # the outline is drawn on the image as uploaded
+    assert not np.array_equal(pixels[0], pixels[2])  # the overlay is drawn over the cell
 
     assert len(neighbours) == 8 and len(details["neighbours"]) == 8
     first = details["neighbours"][0]
@@ -179,7 +181,11 @@ def test_explain_returns_prediction_heatmaps_neighbours_map_and_downloads(explai
     assert similarities == sorted(similarities, reverse=True)
     assert {item["caption"].rsplit(" ", 1)[0] for item in nearest} == set(tiny_bundle.classes) - {label["label"]}
     assert np.asarray(Image.open(_image(embedding_map))).ndim == 3
-    assert info.startswith("### ") and "Research use only" in info
+    assert info.startswith("### The cell, measured") and "Research use only" in info
+    assert "| N/C ratio |" in info and f"percentile among {label['label']} training cells" in info
+    row = next(line for line in info.splitlines() if line.startswith("| N/C ratio |"))
+    assert float(row.split("|")[3]) == pytest.approx(details["morphology"]["percentiles"]["nc_ratio"][label["label"]],
+                                                     abs=0.5)
     with Image.open(figure) as picture:
         assert picture.format == "PNG"
 
@@ -190,7 +196,7 @@ def test_opacity_reblends_the_kept_maps_without_recomputing(explained):
     cell = np.asarray(Image.open(_image(heatmaps[0])))
     transparent = [np.asarray(Image.open(_image(item))) for item in reblended]
     assert len(transparent) == len(heatmaps)
-    for overlay in transparent[1:]:  # opacity 0: the cell alone
+    for overlay in transparent[2:]:  # opacity 0: the cell alone (after the cell and its outline)
         np.testing.assert_array_equal(overlay, cell)
 
 
@@ -330,7 +336,7 @@ def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp
     report = explain_example(server, screenshot=tmp_path / "demo.png", example=0)
     assert report.console_errors == [] and report.page_errors == []
     assert report.external_requests == []  # works offline: no fonts or scripts from the internet
-    assert report.predicted and report.heatmaps == 3 and report.neighbours == 8
+    assert report.predicted and report.heatmaps == 4 and report.neighbours == 8  # cell, outline, 2 maps
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 

@@ -150,7 +150,10 @@ class Demo:
                 self._files(views.heatmap_items(state, opacity, overlays), folder),
                 self._neighbour_files(explanation.neighbours, views.neighbour_items(explanation)),
                 self._neighbour_files(views.nearest_others(explanation), views.nearest_other_items(explanation)),
-                map_image, views.cell_info_markdown(explanation.predicted), str(json_path), details, state,
+                map_image,
+                views.cell_info_markdown(explanation.predicted, explanation.morphology,
+                                         explanation.target if explanation.target != explanation.predicted else None),
+                str(json_path), details, state,
                 explanation)
 
     def empty_outputs(self):

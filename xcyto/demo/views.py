@@ -68,24 +68,62 @@ def verdict_html(explanation) -> str:
     return "".join(parts)
 
 
-def cell_info_markdown(class_name: str) -> str:
-    """Markdown panel about the predicted class: what it is, what it means, its risk level."""
+def cell_info_markdown(class_name: str, morphology=None, other: str | None = None) -> str:
+    """Markdown panel: the cell's measured morphology (each measurement placed among the
+    training cells of the predicted class, and of ``other`` when given), then what the
+    predicted class is, what it means and its risk level."""
+    measured = morphology_markdown(morphology, class_name, other) if morphology is not None else ""
     info = cell_info(class_name)
     if info is None:
-        return (f"### {class_name}\nNo description is available for this class (the bundle's own classes).\n\n"
-                f"*{DISCLAIMER}*")
+        return (f"{measured}### {class_name}\nNo description is available for this class (the bundle's own "
+                f"classes).\n\n*{DISCLAIMER}*")
     colour = RISK_COLOURS.get(info.risk, RISK_COLOURS["unknown"])
-    return (f"### {info.title}\n"
+    return (f"{measured}### {info.title}\n"
             f"<span class='xc-risk' style='background:{colour}'>{_esc(info.risk)}</span> {_esc(info.risk_note)}\n\n"
             f"**What it is.** {info.description}\n\n"
             f"**Clinical significance.** {info.significance}\n\n"
             f"*{DISCLAIMER}*")
 
 
+def morphology_markdown(morphology, class_name: str, other: str | None = None) -> str:
+    """A table of the key measurements, with where each falls among the training cells."""
+    from xcyto.morphology.analyse import KEY_FEATURES, label
+
+    classes = [name for name in (class_name, other) if name]
+    header = "| measured (segmented: nucleus red, cell green) | value | " + " | ".join(
+        f"percentile among {_esc(name)} training cells" for name in classes) + " |"
+    lines = ["### The cell, measured", "", header, "|---|---:|" + "---:|" * len(classes)]
+    for name in KEY_FEATURES:
+        value = morphology.features.get(name)
+        if value is None or not np.isfinite(value):
+            continue
+        shares = [morphology.percentiles.get(name, {}).get(c) for c in classes]
+        lines.append(f"| {label(name)} | {value:.3g} {morphology.units.get(name, '')} | "
+                     + " | ".join("-" if share is None else f"{share:.0f}" for share in shares) + " |")
+    if not morphology.percentiles:
+        lines += ["", "*The bundle's gallery has no measurements of its training cells, so no percentiles.*"]
+    return "\n".join(lines) + "\n\n"
+
+
+def outline_image(explanation) -> np.ndarray | None:
+    """The cell as given with its segmented nucleus (red) and cell (green) outlined."""
+    import cv2
+
+    if explanation.morphology is None or explanation.original is None:
+        return None
+    image = np.ascontiguousarray(explanation.original.copy())
+    thickness = max(1, round(min(image.shape[:2]) / 112))
+    for mask, colour in ((explanation.morphology.masks.cell, (44, 160, 44)),
+                         (explanation.morphology.masks.nucleus, (214, 39, 40))):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(image, contours, -1, colour, thickness)
+    return image
+
+
 # -- heatmaps ---------------------------------------------------------------------------------
 def heatmap_state(explanation) -> dict:
     """What re-blending needs, kept in the session: the cell and each method's display map."""
-    return {"image": explanation.image,
+    return {"image": explanation.image, "outline": outline_image(explanation),
             "methods": list(explanation.heatmaps),
             "display": np.stack([h.display for h in explanation.heatmaps.values()]).astype(np.float32),
             "captions": [_heatmap_caption(explanation, name) for name in explanation.heatmaps]}
@@ -113,7 +151,8 @@ def heatmap_items(state: dict, opacity: float, overlays: list[np.ndarray] | None
         display = torch.from_numpy(state["display"])
         images = torch.from_numpy(np.ascontiguousarray(state["image"]))[None].expand(len(display), -1, -1, -1)
         overlays = list(overlay_batch(images, display, opacity=float(opacity)).numpy())
-    return [(state["image"], "cell (model input)")] + list(zip(overlays, state["captions"]))
+    outline = [] if state.get("outline") is None else [(state["outline"], "segmented: nucleus red, cell green")]
+    return [(state["image"], "cell (model input)")] + outline + list(zip(overlays, state["captions"]))
 
 
 # -- neighbours -------------------------------------------------------------------------------

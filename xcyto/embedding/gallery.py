@@ -84,6 +84,7 @@ class Gallery:
     calibration: Calibration
     _index: NeighbourIndex | None = field(default=None, repr=False)
     _maps: dict = field(default_factory=dict, repr=False)
+    _morphology: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> list[str]:
@@ -96,6 +97,17 @@ class Gallery:
     @property
     def groups(self) -> list[str]:
         return self.meta["groups"]
+
+    @property
+    def morphology(self) -> tuple[np.ndarray, list[str]] | None:
+        """The training cells' morphometric features ``(N, F)`` and their names, when the
+        gallery measured them (:mod:`xcyto.morphology`); ``None`` for older galleries."""
+        settings = self.meta.get("morphology")
+        if not settings:
+            return None
+        if self._morphology is None:
+            self._morphology = np.load(self.path / "morphology.npy", mmap_mode="r", allow_pickle=False)
+        return self._morphology, list(settings["features"])
 
     @property
     def embedding_dim(self) -> int:
@@ -193,12 +205,14 @@ class Gallery:
 def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_size: int = 64,
                   k: int = DEFAULT_K, percentile: float = DEFAULT_PERCENTILE,
                   projections: tuple[str, ...] = ("pca",), progress: bool = False,
-                  calibration_cells=None) -> Gallery:
+                  calibration_cells=None, morphology: bool = True) -> Gallery:
     """Embed every cell of ``dataset`` (the training cells) and write ``bundle.gallery_dir``.
 
     ``calibration_cells``: held-out cells (the validation split, a ``CellDataset``) on which
     the atypicality flag is calibrated; without them (or with fewer than ``MIN_HELD_OUT``)
     it is calibrated on the training cells themselves (leave-one-group-out, cross-fitted).
+    ``morphology``: also measure each training cell (:mod:`xcyto.morphology`), so an
+    explanation can say where a cell's measurements fall among each class's training cells.
 
     The folder is written beside the bundle and renamed into place, so a crash leaves
     the old gallery (or none), never half of one. ``projections`` are fitted now;
@@ -257,6 +271,13 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
                   **{f"atypicality_{name}": np.asarray(getattr(calibration, name), dtype=np.float32)
                      for name in CALIBRATION_ARRAYS}}
         arrays["atypicality_whitening"] = stored_whitening
+        if morphology:
+            from xcyto.morphology.baseline import feature_table
+            from xcyto.morphology.features import list_features
+            from xcyto.morphology.learned import preferred_segmenter
+
+            arrays["morphology"] = feature_table(samples, progress=progress).astype(np.float32)
+            meta["morphology"] = {"features": list_features(), "segmenter": preferred_segmenter()}
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array, allow_pickle=False)
         (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")

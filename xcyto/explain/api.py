@@ -145,7 +145,8 @@ def gallery_for(bundle: Bundle):
 
 
 def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours: int = 8, *,
-            normalise: str = "individual", batch_size: int = BATCH_SIZE, device=None, **method_options):
+            normalise: str = "individual", batch_size: int = BATCH_SIZE, device=None, morphology: bool = True,
+            **method_options):
     """Explain the classification of one cell (or a list of cells, run as batches).
 
     ``image``: a path, PIL image, NumPy array (HWC, uint8/16-bit/float), tensor, or a
@@ -158,6 +159,8 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     ``neighbours``: how many nearest gallery cells to attach (0: skip the gallery).
     ``normalise``: ``"individual"`` (each map on its own scale) or ``"shared"`` (one
     scale per method across all cells given, so cells can be compared).
+    ``morphology``: segment and measure the cell (:mod:`xcyto.morphology`) and place each
+    measurement among the training cells of every class (``explanation.morphology``).
     ``method_options``: e.g. ``steps=64``, ``baseline="white"``, ``samples=32``,
     ``layer="backbone.layer3"``, ``seed=1``, ``memory_mb=2048``.
 
@@ -173,7 +176,7 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
         from xcyto.explain.members import explain_ensemble
 
         return explain_ensemble(image, bundle, methods, target, neighbours, normalise=normalise,
-                                batch_size=batch_size, device=device, **method_options)
+                                batch_size=batch_size, device=device, morphology=morphology, **method_options)
     if device is not None:
         bundle.to(device)
     methods = resolve_methods(methods)
@@ -226,12 +229,16 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
     neighbour_started = time.perf_counter()
     found, nearest, atypical_scores, atypical_flags = _neighbours(bundle, embedding, int(neighbours), len(arrays))
     neighbour_seconds = time.perf_counter() - neighbour_started
+    morphology_started = time.perf_counter()
+    morphologies = _morphologies(bundle, arrays) if morphology else [None] * len(arrays)
+    morphology_seconds = time.perf_counter() - morphology_started
 
     cells = len(arrays)
     timings = {"forward": sum(r.seconds["forward"] for r in results) / cells * 1000}
     for method in methods:
         timings[method.name] = sum(r.seconds[method.name] for r in results) / cells * 1000
     timings["neighbours"] = neighbour_seconds / cells * 1000
+    timings["morphology"] = morphology_seconds / cells * 1000
     timings["total"] = (time.perf_counter() - started) / cells * 1000
     timings = {key: round(value, 2) for key, value in timings.items()}
 
@@ -271,7 +278,7 @@ def explain(image, bundle=None, methods=DEFAULT_METHODS, target=None, neighbours
             atypical=None if atypical_flags is None else bool(atypical_flags[index]),
             settings=settings, source=names[index],
             embedding=None if embedding is None else embedding[index].cpu().numpy(),
-            timings_ms=timings, original=arrays[index]))
+            timings_ms=timings, original=arrays[index], morphology=morphologies[index]))
     return explanations[0] if single else explanations
 
 
@@ -282,6 +289,27 @@ def _recorded_checks(bundle, settings: dict) -> dict[str, dict[str, float]]:
     return {name: {"randomisation_rho": float(check["rho"]), "randomisation_flagged": float(check["flagged"])}
             for name, check in checks.items()
             if name in settings and settings[name].get("layer") == check.get("layer")}
+
+
+def _morphologies(bundle, arrays: list[np.ndarray]) -> list:
+    """Each cell segmented and measured; its measurements placed among the training cells of
+    each class when the bundle's gallery measured them."""
+    from xcyto.morphology import analyse
+    from xcyto.morphology.learned import preferred_segmenter
+
+    try:
+        gallery = gallery_for(bundle)
+    except XcytoError:
+        gallery = None
+    measured = None if gallery is None else gallery.morphology
+    method = (gallery.meta["morphology"]["segmenter"] if measured is not None else None) or preferred_segmenter()
+    found = []
+    for array in arrays:
+        cell = analyse(array, method)
+        if measured is not None:
+            cell.place_among(np.asarray(measured[0]), measured[1], np.asarray(gallery.labels), gallery.classes)
+        found.append(cell)
+    return found
 
 
 def _neighbours(bundle, embedding, k: int, count: int):

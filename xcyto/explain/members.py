@@ -29,7 +29,8 @@ class EnsembleExplanation(Explanation):
 
 
 def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighbours: int = 8, *,
-                     normalise: str = "individual", batch_size: int = 32, device=None, **method_options):
+                     normalise: str = "individual", batch_size: int = 32, device=None, morphology: bool = True,
+                     **method_options):
     """:func:`xcyto.explain` for an ensemble: each member explains the ensemble's target class,
     and the maps are combined weighted by ``w_i * p_i(target)`` (see :func:`combine_maps`).
 
@@ -49,7 +50,8 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
     own_gallery = _own_gallery(bundle) if neighbours else None
     member_results = [explain(arrays, bundle=member, methods=methods, target=targets,
                               neighbours=neighbours if index == lead and own_gallery is None else 0,
-                              normalise=normalise, batch_size=batch_size, **method_options)
+                              normalise=normalise, batch_size=batch_size, morphology=morphology and index == lead,
+                              **method_options)
                       for index, member in enumerate(bundle.members)]
     views, heatmaps = combine_maps(bundle, member_results, targets, normalise)
     if own_gallery is not None:
@@ -88,6 +90,7 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
             atypical=None if flags is None or flags[index] is None else bool(flags[index]),
             settings=dict(common), source=names[index],
             embedding=None if embeddings[index] is None else np.asarray(embeddings[index]), timings_ms=timings,
+            original=member_results[lead][index].original, morphology=member_results[lead][index].morphology,
             members={name: results[index] for name, results in zip(bundle.member_names, member_results)}))
     return explanations[0] if single else explanations
 

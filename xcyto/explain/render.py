@@ -66,6 +66,11 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     axis.imshow(explanation.image if explanation.original is None else explanation.original)
     axis.set_title("cell", fontsize=9)
     axis.axis("off")
+    morphology = explanation.morphology
+    if morphology is not None and explanation.original is not None:
+        draw_outline(axis, morphology.masks)
+        axis.text(0.0, -0.04, morphology_lines(morphology, explanation.predicted, 4), transform=axis.transAxes,
+                  fontsize=6.5, va="top", ha="left", family="monospace")
     for column, name in enumerate(methods, start=1):
         heatmap = explanation.heatmaps[name]
         axis = figure.add_subplot(grid[0, column])
@@ -132,6 +137,21 @@ def figure_png(figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def draw_outline(axis, masks) -> None:
+    """The segmented cell (green) and nucleus (red) as contours on a matplotlib axis."""
+    for mask, colour in ((masks.cell, "#2ca02c"), (masks.nucleus, "#d62728")):
+        if mask.any():
+            axis.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.9)
+
+
+def morphology_lines(morphology, class_name: str, count: int = 4) -> str:
+    """The first ``count`` key measurements, each placed among ``class_name``'s training cells."""
+    from xcyto.morphology.analyse import KEY_FEATURES
+
+    names = [name for name in KEY_FEATURES if name in morphology.features][:count]
+    return "\n".join(morphology.describe(name, class_name) for name in names)
+
+
 def check_label(heatmap) -> str:
     """A few words for a map's check, for titles and captions (``Heatmap.check`` has the sentence)."""
     passed, _ = heatmap.check
@@ -159,6 +179,12 @@ def explanation_html(explanation) -> str:
         passed, sentence = heatmap.check
         if passed is not None:
             rows.append((f"{name} check", ("✓ " if passed else "⚠ ") + sentence))
+    if explanation.morphology is not None:
+        from xcyto.morphology.analyse import KEY_FEATURES
+
+        for feature in KEY_FEATURES:
+            if feature in explanation.morphology.features:
+                rows.append((feature, explanation.morphology.describe(feature, explanation.predicted)))
     rows.append(("bundle", f"{explanation.settings.get('bundle_name')} "
                            f"(sha256 {str(explanation.settings.get('bundle_sha256'))[:12]})"))
     table = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"

@@ -112,6 +112,7 @@ class Explanation:
     embedding: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
     original: np.ndarray | None = None
+    morphology: object | None = None  # xcyto.morphology.Morphology: masks, features, percentiles
 
     def overlay_on_image(self, method: str) -> np.ndarray:
         """``method``'s display map blended over :attr:`original` (``H x W x 3`` uint8)."""
@@ -178,6 +179,7 @@ class Explanation:
             "atypical": self.atypical,
             "settings": self.settings,
             "timings_ms": self.timings_ms,
+            "morphology": None if self.morphology is None else self.morphology.to_dict(),
         }
         if arrays:
             out["image"] = self.image.tolist()

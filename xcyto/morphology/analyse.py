@@ -2,7 +2,7 @@
 image's own pixels (or micrometres)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,17 +14,57 @@ from xcyto.morphology.segment import CellMasks, segment
 WORKING_SIZE = 128
 
 
+#: The features shown first (demo table, figure, audit cards): what cytologists grade by.
+KEY_FEATURES = ("nc_ratio", "nucleus_area", "nucleus_brightness", "nucleus_irregularity", "perinuclear_halo",
+                "nucleus_elongation", "cytoplasm_area")
+
+
 @dataclass
 class Morphology:
-    """A cell's masks (at the image's size) and features (in its pixels, or micrometres)."""
+    """A cell's masks (at the image's size) and features (in its pixels, or micrometres).
+
+    ``percentiles[feature][class]``: the share (0-100) of that class's training cells with a
+    lower value, when the bundle's gallery measured its training cells (else empty).
+    """
 
     masks: CellMasks
     features: dict[str, float]
     units: dict[str, str]
     settings: dict
+    percentiles: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def place_among(self, training: np.ndarray, names: list[str], labels: np.ndarray, classes: list[str]) -> None:
+        """Fill :attr:`percentiles` from the training cells' features ``(N, F)`` (columns ``names``)."""
+        for column, name in enumerate(names):
+            value = self.features.get(name)
+            if value is None or not np.isfinite(value):
+                continue
+            self.percentiles[name] = {}
+            for label, class_name in enumerate(classes):
+                values = np.asarray(training[labels == label, column], dtype=np.float64)
+                values = values[np.isfinite(values)]
+                if len(values):
+                    self.percentiles[name][class_name] = float(100.0 * (values < value).mean())
+
+    def describe(self, name: str, class_name: str) -> str:
+        """E.g. ``"N/C ratio 0.62: above 97 % of the normal_superficiel training cells"``."""
+        value = self.features[name]
+        text = f"{label(name)} {value:.3g}"
+        share = self.percentiles.get(name, {}).get(class_name)
+        if share is None:
+            return text
+        if share >= 50:
+            return f"{text}: above {share:.0f} % of the {class_name} training cells"
+        return f"{text}: below {100 - share:.0f} % of the {class_name} training cells"
 
     def to_dict(self) -> dict:
-        return {"features": dict(self.features), "units": dict(self.units), "settings": dict(self.settings)}
+        return {"features": dict(self.features), "units": dict(self.units), "settings": dict(self.settings),
+                "percentiles": {name: dict(values) for name, values in self.percentiles.items()}}
+
+
+def label(name: str) -> str:
+    """A feature's name as people write it: ``nc_ratio`` -> ``N/C ratio``."""
+    return {"nc_ratio": "N/C ratio"}.get(name, name.replace("_", " "))
 
 
 def analyse(image, method: str = "classical", microns_per_pixel: float | None = None,
