@@ -92,3 +92,61 @@ def test_bad_requests_are_clear_errors():
         segment(np.zeros((32, 32, 3), np.uint8), "magic")
     with pytest.raises(SegmentationError, match="too small"):
         segment(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def demo_bundle():
+    import xcyto
+    from xcyto.explain import default_bundle_path
+
+    if not (default_bundle_path() / "bundle.json").is_file():
+        pytest.skip("no shipped demo bundle (make artifacts)")
+    return xcyto.load(default_bundle_path())
+
+
+def test_concepts_recover_what_defines_the_synthetic_classes(demo_bundle):
+    """The synthetic cells are drawn so: Parabasal small and round with a high N/C ratio,
+    Superficial-Intermediate large with a small pyknotic nucleus, Koilocytotic with a clear
+    perinuclear halo. The concept analysis of the model trained on them must find that."""
+    from xcyto.data import load_dataset
+    from xcyto.morphology.baseline import feature_table
+    from xcyto.morphology.concepts import concept_scores
+
+    cells = load_dataset("synthetic:n=200,size=112,seed=77")
+    report = concept_scores(demo_bundle, cells.samples, feature_table(cells.samples), list_features(), runs=6,
+                            wanted=("nc_ratio", "perinuclear_halo"), cells_per_concept=30, cells_per_class=30)
+    parabasal, koilocyte = report.score("Parabasal", "nc_ratio"), report.score("Koilocytotic", "perinuclear_halo")
+    superficial = report.score("Superficial-Intermediate", "nc_ratio")
+    assert parabasal.tcav > 0.7 and parabasal.significant and parabasal.rank_correlation > 0.3, parabasal
+    assert koilocyte.tcav > 0.7 and koilocyte.significant, koilocyte
+    assert superficial.tcav < 0.3 and superficial.significant, superficial
+    assert parabasal.partial_dependence > 0  # the morphometric model agrees: more N/C, more Parabasal
+    assert "Parabasal: N/C ratio TCAV" in parabasal.sentence()
+
+
+def test_concepts_and_segment_commands_write_their_tables(tiny_bundle, tmp_path, capsys):
+    import csv
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from xcyto.cli import main
+    from xcyto.data.synthetic import generate_cell
+
+    bundle = shutil.copytree(tiny_bundle.path, tmp_path / "bundle")
+    out = tmp_path / "concepts"
+    assert main(["concepts", "--bundle", str(bundle), "--data", "synthetic", "--runs", "3", "--cells", "80",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "concepts.csv").read_text().splitlines()))
+    assert len(rows) == len(tiny_bundle.classes) * 7 and all(0 <= float(r["tcav"]) <= 1 for r in rows)
+    assert json.loads((bundle / "concepts.json").read_text())["scores"] == json.loads((out / "concepts.json").read_text())["scores"]
+    assert len(list(out.glob("concepts_*.png"))) == len(tiny_bundle.classes)
+    assert "TCAV score" in capsys.readouterr().out
+
+    Image.fromarray(generate_cell("Parabasal", 3, size=96).image).save(tmp_path / "cell.png")
+    assert main(["segment", str(tmp_path / "cell.png"), "--method", "classical", "--microns-per-pixel", "0.5",
+                 "--out", str(tmp_path / "seg")]) == 0
+    record = json.loads((tmp_path / "seg" / "cell.json").read_text())
+    assert record["units"]["nucleus_area"] == "um2" and record["features"]["nc_ratio"] > 0
+    assert (tmp_path / "seg" / "cell_outline.png").is_file() and (tmp_path / "seg" / "features.csv").is_file()

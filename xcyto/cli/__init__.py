@@ -13,7 +13,7 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
-SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit", "compare")
+SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit", "compare", "morphology")
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev
@@ -23,6 +23,7 @@ EPILOG = """examples:
   xcyto predict --bundle runs/herlev/bundle cell1.bmp cell2.bmp --out predictions.csv
   xcyto explain cell.bmp --bundle runs/herlev/bundle --out explained
   xcyto audit --bundle runs/herlev/bundle --data ../shared/data/herlev --split test --out audit-herlev
+  xcyto concepts --bundle runs/herlev/bundle --data ../shared/data/herlev --out concepts-herlev
 
 Run 'xcyto COMMAND --help' for the options and examples of each command."""
 

@@ -458,10 +458,24 @@ def _about(demo: Demo) -> str:
   distances); above the 99th percentile the cell is flagged as unlike anything the model was trained on.
 - **Map**: the cell placed on a 2-D map (UMAP, or PCA while the UMAP map is fitted) of the training cells.
 
+{_concepts_section(bundle)}
 ### The API
 Every panel comes from a named endpoint: `/explain` (one image), `/figure`, `/opacity`, `/batch`.
 See "Use via API" at the bottom of the page, or the README, for a `gradio_client` example.
 """
+
+
+def _concepts_section(bundle) -> str:
+    """The model's concept table (``xcyto concepts``), when the bundle keeps one."""
+    from xcyto.morphology.concepts import load_report
+
+    report = None if bundle.path is None else load_report(bundle.path / "concepts.json")
+    if report is None:
+        return ("### Which cell features drive the model\nNot measured for this bundle yet: run "
+                "`xcyto concepts --bundle BUNDLE --data DATA --out DIR`.\n")
+    return (f"### Which cell features drive the model\nTCAV on {report.settings.get('cells', '?')} "
+            f"{report.settings.get('data', 'training cells')} (layer `{report.settings.get('layer')}`).\n\n"
+            + report.to_markdown())
 
 
 # -- launching -----------------------------------------------------------------------------------

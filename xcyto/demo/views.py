@@ -107,17 +107,11 @@ def morphology_markdown(morphology, class_name: str, other: str | None = None) -
 
 def outline_image(explanation) -> np.ndarray | None:
     """The cell as given with its segmented nucleus (red) and cell (green) outlined."""
-    import cv2
+    from xcyto.morphology.analyse import outlined
 
     if explanation.morphology is None or explanation.original is None:
         return None
-    image = np.ascontiguousarray(explanation.original.copy())
-    thickness = max(1, round(min(image.shape[:2]) / 112))
-    for mask, colour in ((explanation.morphology.masks.cell, (44, 160, 44)),
-                         (explanation.morphology.masks.nucleus, (214, 39, 40))):
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(image, contours, -1, colour, thickness)
-    return image
+    return outlined(explanation.original, explanation.morphology.masks)
 
 
 # -- heatmaps ---------------------------------------------------------------------------------
