@@ -321,6 +321,16 @@ def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle
     assert {case.cell_id for case in result.cases[:3]} == planted_ids, \
         [(c.rank, c.cell_id, c.given, c.predicted, round(c.suspicion, 3)) for c in result.cases[:6]]
     assert all(case.kind in ("label_error", "disagreement") for case in result.cases[:3])
+    # the tiny bundle's gallery measured its training cells: every case is measured and the
+    # morphometric model gives its second opinion
+    for case in result.cases:
+        assert case.morphology is not None and set(case.morphology_probabilities) == set(tiny_bundle.classes)
+        expected = 1 - case.morphology_probabilities[case.predicted]
+        assert case.signals["morphology_disagreement"] == pytest.approx(expected, abs=1e-3)
+    from xcyto.audit.report import render_html
+
+    page = render_html(result)
+    assert page.count('<table class="morphology">') == len(result.cases) and "measurements alone:" in page
 
 
 def test_auditing_and_evaluating_new_data_use_every_cell_and_say_so(tiny_bundle, tmp_path, capsys):

@@ -136,7 +136,33 @@ def _case_view(case, methods: list[str], images: dict[str, bytes]) -> dict:
                     for name in SIGNAL_COLUMNS],
         "flags": [flag for flag, on in (("cleanlab: label issue", case.label_issue_flag),
                                         ("atypical", case.atypical)) if on],
+        "morphology": _morphology_view(case),
     }
+
+
+def _morphology_view(case) -> dict | None:
+    """The cell's key measurements, each placed among the training cells of both classes, and
+    what the morphometric model alone says."""
+    from xcyto.morphology.analyse import KEY_FEATURES, label
+
+    morphology = case.morphology
+    if morphology is None:
+        return None
+    classes = list(case.roles)
+    rows = []
+    for name in KEY_FEATURES:
+        value = morphology.features.get(name)
+        if value is None or not np.isfinite(value):
+            continue
+        shares = [morphology.percentiles.get(name, {}).get(c) for c in classes]
+        rows.append({"name": label(name), "value": f"{value:.3g}",
+                     "percentiles": ["-" if share is None else f"{share:.0f}" for share in shares]})
+    said = ""
+    if case.morphology_probabilities:
+        best = max(case.morphology_probabilities, key=case.morphology_probabilities.get)
+        said = (f"measurements alone: {best} ({case.morphology_probabilities[best]:.0%}); "
+                + ", ".join(f"{c} {case.morphology_probabilities.get(c, 0):.0%}" for c in classes))
+    return {"classes": [f"{c} ({role})" for c, role in case.roles.items()], "rows": rows, "said": said}
 
 
 def render_html(result, title: str | None = None, images: dict[str, bytes] | None = None,

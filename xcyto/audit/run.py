@@ -54,6 +54,8 @@ class Case:
     kind: str
     reading: str
     image: np.ndarray | None = None
+    morphology: object | None = None  # xcyto.morphology.Morphology of the cell
+    morphology_probabilities: dict[str, float] = field(default_factory=dict)  # by the morphometric model
     overlays: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     checks: dict[tuple[str, str], tuple] = field(default_factory=dict)
     neighbours: dict[str, list] = field(default_factory=dict)
@@ -219,11 +221,12 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "neighbour_disagreement": S.neighbour_disagreement(neighbour_labels, labels),
         "atypicality": S.atypicality_tail(atypicality_scores),
         "method_disagreement": np.full(n, np.nan),
+        "morphology_disagreement": np.full(n, np.nan),
         "atypicality_percentile": atypicality_scores,
     }
 
     chosen = np.flatnonzero((predictions != labels) | (probabilities.max(axis=1) < confidence))
-    preliminary = S.suspicion({**signals, "method_disagreement": np.zeros(n)})
+    preliminary = S.suspicion({**signals, "method_disagreement": np.zeros(n), "morphology_disagreement": np.zeros(n)})
     chosen = chosen[np.argsort(-preliminary[chosen], kind="stable")]
     if max_cases is not None:
         chosen = chosen[:max(0, int(max_cases))]
@@ -236,7 +239,17 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     if "gradcam" in methods and "integrated_gradients" in methods and cases:
         rho = S.map_agreement(np.stack([c.pop("gradcam") for c in cases]), np.stack([c.pop("ig") for c in cases]))
         signals["method_disagreement"][chosen] = (1.0 - rho) / 2.0
-    signals["suspicion"] = S.suspicion({**signals, "method_disagreement": np.nan_to_num(signals["method_disagreement"])})
+    morphometric = _morphometric_model(gallery)
+    if morphometric is not None and cases:
+        measured = np.array([[c["morphology"].features.get(name, np.nan) for name in morphometric[1]] for c in cases])
+        from xcyto.morphology.baseline import baseline_log_probabilities
+
+        morph_probabilities = np.exp(baseline_log_probabilities(morphometric[0], measured, len(bundle.classes)))
+        signals["morphology_disagreement"][chosen] = 1.0 - morph_probabilities[np.arange(len(chosen)), predictions[chosen]]
+        for parts, row in zip(cases, morph_probabilities):
+            parts["morphology_probabilities"] = dict(zip(bundle.classes, row.round(4).tolist()))
+    signals["suspicion"] = S.suspicion({**signals, **{name: np.nan_to_num(signals[name])
+                                                      for name in ("method_disagreement", "morphology_disagreement")}})
 
     classes = bundle.classes
     label_errors = S.label_error_readings(labels, probabilities, neighbour_labels, label_flags)
@@ -257,7 +270,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
             other=classes[others[index]], probabilities=dict(zip(classes, probabilities[index].round(4).tolist())),
             signals={name: float(values[index]) for name, values in signals.items()},
             label_issue_flag=bool(label_flags[index]), atypical=bool(atypical[index]), kind=kind, reading=reading,
-            image=parts["image"], overlays=parts["overlays"], checks=parts["checks"]))
+            image=parts["image"], overlays=parts["overlays"], checks=parts["checks"], morphology=parts["morphology"],
+            morphology_probabilities=parts.get("morphology_probabilities", {})))
     built.sort(key=lambda case: -case.suspicion)
     for rank, case in enumerate(built, start=1):
         case.rank = rank
@@ -309,7 +323,7 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
         for_other = [None] * len(rows)
         if other_methods:
             for_other = explain(images, bundle, other_methods, target=others[rows].tolist(), neighbours=0,
-                                **options_for(other_methods, method_options))
+                                morphology=False, **options_for(other_methods, method_options))
         for row, mine, theirs in zip(rows, for_predicted, for_other):
             overlays, checks = {}, {}
             for explanation, class_index in ((mine, predictions[row]), (theirs, others[row])):
@@ -319,12 +333,23 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
                     heatmap = explanation.heatmaps[m]
                     overlays[(m, classes[class_index])] = heatmap.overlay
                     checks[(m, classes[class_index])] = (heatmap.check[0], check_label(heatmap))
-            entry = {"image": mine.image, "overlays": overlays, "checks": checks}
+            entry = {"image": mine.image, "overlays": overlays, "checks": checks, "morphology": mine.morphology}
             if "gradcam" in methods and "integrated_gradients" in methods:
                 entry["gradcam"] = mine.heatmaps["gradcam"].raw
                 entry["ig"] = mine.heatmaps["integrated_gradients"].raw
             parts.append(entry)
     return parts
+
+
+def _morphometric_model(gallery):
+    """``(model, feature names)``: gradient-boosted trees on the gallery's measured training
+    cells, or ``None`` when the gallery has no measurements."""
+    measured = None if gallery is None else gallery.morphology
+    if measured is None:
+        return None
+    from xcyto.morphology.baseline import fit_baseline
+
+    return fit_baseline(np.asarray(measured[0], dtype=np.float64), np.asarray(gallery.labels)), measured[1]
 
 
 def _attach_neighbours(gallery, embeddings: np.ndarray, cases: list[Case], classes: list[str]) -> None:

@@ -15,6 +15,10 @@ Each signal is in [0, 1], higher = more worth a look:
 ``method_disagreement``
     ``(1 - rho) / 2``, rho the Spearman rank correlation of the Grad-CAM and IG maps of
     the predicted class (on an 8x8 grid): two methods pointing at different places.
+``morphology_disagreement``
+    ``1 - p(predicted class)`` by the morphometric model (gradient-boosted trees on the
+    cell's measured nucleus and cytoplasm, fitted on the gallery's training cells): the
+    measurements cytologists make do not back the CNN's call.
 
 ``suspicion`` is their weighted sum (``WEIGHTS``): the audit's ranking, most worth a look first.
 """
@@ -27,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 #: Weights of the signals in ``suspicion``: label evidence first, then neighbours.
-WEIGHTS = {"label_issue": 0.45, "neighbour_disagreement": 0.35, "atypicality": 0.1, "method_disagreement": 0.1}
+WEIGHTS = {"label_issue": 0.4, "neighbour_disagreement": 0.3, "atypicality": 0.1, "method_disagreement": 0.1,
+           "morphology_disagreement": 0.1}
 #: Side of the grid both maps are pooled to before their ranks are compared.
 AGREEMENT_GRID = 8
 #: Atypicality percentile from which a cell starts to count as unusual.
