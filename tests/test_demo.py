@@ -337,6 +337,7 @@ def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp
     assert report.console_errors == [] and report.page_errors == []
     assert report.external_requests == []  # works offline: no fonts or scripts from the internet
     assert report.predicted and report.heatmaps == 4 and report.neighbours == 8  # cell, outline, 2 maps
+    assert "N/C ratio" in report.measured and f"percentile among {report.predicted} training cells" in report.measured
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
@@ -395,3 +396,36 @@ def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_pat
                              gallery=False)
     assert second.predicted in ("normal", "abnormal"), second
     assert second.console_errors == [] and second.page_errors == [] and second.external_requests == []
+
+
+def test_the_demo_starts_on_real_herlev_cells(tmp_path):
+    """`make demo` serves the shipped bundles, the Herlev one first, with held-out real cells
+    as examples; in Chromium an example gets a Herlev class, its heatmaps and its measurements."""
+    from xcyto.demo.app import Demo, launch
+    from xcyto.demo.browser import CHROMIUM, explain_example, free_port
+    from xcyto.demo.cli import example_files, shipped_bundles
+
+    shipped = shipped_bundles()
+    labels = list(shipped)
+    if not labels or not labels[0].startswith("Herlev"):
+        pytest.skip("no shipped Herlev bundle (make artifacts)")
+    assert labels[-1].startswith("Synthetic")
+    bundle_path, examples = shipped[labels[0]]
+    files = example_files(examples)
+    assert files and all(path.suffix == ".jpg" for path in files) and (examples / "SOURCE.txt").is_file()
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    demos = {label: Demo(path, examples=example_files(folder), map_method="pca", fit_map_in_background=False)
+             for label, (path, folder) in shipped.items()}
+    port = free_port()
+    blocks = launch(demos, port=port, quiet=True)
+    try:
+        report = explain_example(f"http://127.0.0.1:{port}/", screenshot=tmp_path / "herlev.png", example=0)
+    finally:
+        blocks.close()
+        for demo in demos.values():
+            demo.close()
+    herlev = demos[labels[0]].bundle
+    assert report.predicted in herlev.classes and report.heatmaps == 4 and report.neighbours == 8
+    assert "N/C ratio" in report.measured
+    assert report.console_errors == [] and report.page_errors == [] and report.external_requests == []

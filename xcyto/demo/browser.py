@@ -29,6 +29,7 @@ class PageReport:
     page_errors: list[str] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
     predicted: str = ""
+    measured: str = ""  # the first rows of the measured-morphology table
     heatmaps: int = 0
     neighbours: int = 0
     seconds: float = 0.0
@@ -107,6 +108,9 @@ def _explain_example(page, report: PageReport, example: int, timeout: float, met
     report.predicted = page.locator("#verdict .xc-predicted").inner_text()
     report.heatmaps = page.locator("#heatmaps img").count()
     report.neighbours = page.locator("#neighbours img").count()
+    table = page.locator("#cell-info table")
+    if table.count():
+        report.measured = table.first.inner_text()
 
 
 def main(argv: list[str] | None = None) -> None:

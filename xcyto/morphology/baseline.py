@@ -26,8 +26,11 @@ def feature_table(samples, method: str | None = None, progress: bool = False) ->
 
         items = tqdm(samples, desc="measuring cells", unit="cell", leave=False)
     names = list_features()
-    return np.array([[analyse(sample.image, method).features[name] for name in names] for sample in items],
-                    dtype=np.float64)
+    rows = []
+    for sample in items:
+        features = analyse(sample.image, method).features
+        rows.append([features[name] for name in names])
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
 
 
 def fit_baseline(features: np.ndarray, labels: np.ndarray, seed: int = 0):
