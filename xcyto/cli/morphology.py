@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         epilog=CONCEPTS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_arguments(concepts, default_split="train")
     concepts.add_argument("--out", required=True, help="folder for the table and the figures")
-    concepts.add_argument("--runs", type=int, default=10, help="CAVs per feature, and random ones (default %(default)s)")
+    concepts.add_argument("--runs", type=int, default=10, help="CAVs per feature (default %(default)s); the random CAVs they are tested against number max(runs, 20)")
     concepts.add_argument("--cells", type=int, default=600, help="cells to use at most (default %(default)s)")
     concepts.add_argument("--seed", type=int, default=0)
     concepts.set_defaults(func=run_concepts)

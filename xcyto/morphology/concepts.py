@@ -106,9 +106,21 @@ def load_report(path) -> ConceptReport | None:
 
 def concept_scores(bundle, samples, features: np.ndarray, names: list[str], wanted=KEY_FEATURES, runs: int = 10,
                    quantile: float = 0.25, cells_per_concept: int = 40, cells_per_class: int = 60, seed: int = 0,
-                   progress: bool = False) -> ConceptReport:
+                   random_runs: int | None = None, progress: bool = False) -> ConceptReport:
     """TCAV of every ``wanted`` feature for every class of ``bundle``, on ``samples`` (cells with
-    ``.image`` and ``.label``) whose features ``(N, F)`` (columns ``names``) are given."""
+    ``.image`` and ``.label``) whose features ``(N, F)`` (columns ``names``) are given.
+
+    Random CAVs scatter widely (their TCAV is anywhere in [0, 1]), so the null distribution gets
+    at least 20 of them (``random_runs``) whatever ``runs`` is; the test is Welch's t-test."""
+    random_runs = max(runs, 20) if random_runs is None else random_runs
+    with torch.random.fork_rng():  # captum splits and trains each CAV with torch's generator
+        torch.manual_seed(seed)
+        return _concept_scores(bundle, samples, features, names, wanted, runs, quantile, cells_per_concept,
+                               cells_per_class, seed, random_runs, progress)
+
+
+def _concept_scores(bundle, samples, features, names, wanted, runs, quantile, cells_per_concept, cells_per_class,
+                    seed, random_runs, progress) -> ConceptReport:
     from captum.concept import TCAV, Concept
     from scipy.stats import spearmanr, ttest_ind
 
@@ -135,7 +147,7 @@ def concept_scores(bundle, samples, features: np.ndarray, names: list[str], want
             sets.append([concept(rng.choice(high, count, replace=False), f"high-{feature}-{run}"),
                          concept(rng.choice(low, count, replace=False), f"low-{feature}-{run}")])
             owners.append(feature)
-    for run in range(runs):
+    for run in range(random_runs):
         both = rng.choice(len(samples), 2 * min(size, len(samples) // 2), replace=False)
         sets.append([concept(both[: len(both) // 2], f"random-a-{run}"), concept(both[len(both) // 2:], f"random-b-{run}")])
         owners.append(None)
@@ -161,7 +173,7 @@ def concept_scores(bundle, samples, features: np.ndarray, names: list[str], want
             random_scores = [score for score, owner in zip(per_set, owners) if owner is None]
             for feature in wanted:
                 values = [score for score, owner in zip(per_set, owners) if owner == feature]
-                _, p_value = ttest_ind(values, random_scores)
+                _, p_value = ttest_ind(values, random_scores, equal_var=False)
                 column = features[:, names.index(feature)]
                 finite = np.isfinite(column)
                 rho = spearmanr(column[finite], logits[finite, class_index]).statistic
@@ -170,7 +182,7 @@ def concept_scores(bundle, samples, features: np.ndarray, names: list[str], want
                     tcav_sd=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                     p_value=float(p_value) if np.isfinite(p_value) else 1.0, rank_correlation=float(rho),
                     partial_dependence=dependence.get((class_index, feature))))
-    return ConceptReport(scores, settings={"layer": layer, "runs": runs, "quantile": quantile,
+    return ConceptReport(scores, settings={"layer": layer, "runs": runs, "random_runs": random_runs, "quantile": quantile,
                                            "cells_per_concept": size, "cells_per_class": cells_per_class,
                                            "cells": len(samples), "seed": seed, "features": wanted})
 
