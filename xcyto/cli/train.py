@@ -88,7 +88,7 @@ def add_data_options(parser) -> None:
 def add_fit_options(parser) -> None:
     """How a model is trained (train and compare)."""
     defaults = TrainConfig()
-    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the model's)")
+    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the training cells' median longer side, rounded to 32, at least 128)")
     parser.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
     parser.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
