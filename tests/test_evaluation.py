@@ -224,3 +224,27 @@ def test_gradcam_of_a_trained_model_points_at_the_evidence_more_than_chance():
     assert random["mean"] == pytest.approx(chance["mean"], abs=0.05)  # a random map scores the area share
     assert gradcam["ci_low"] > random["ci_high"], report.to_markdown()
     assert report.mean("gradcam", "deletion_auc") < report.mean("random", "deletion_auc")
+
+
+def test_a_signed_map_is_checked_signed_and_its_magnitude_kept_beside():
+    """A signed map whose sign follows the model but whose size follows the image: the flag
+    reads the sign; |map| is reported, and stays like the image's."""
+    bundle = xcyto.load(untrained_bundle_path())
+    batch = bundle.preprocess([cell(seed) for seed in range(4)])
+
+    def signed_edges(model, batch, targets, context):
+        with torch.enable_grad():
+            inputs = batch.detach().clone().requires_grad_(True)
+            model(inputs).gather(1, targets.view(-1, 1)).sum().backward()
+        sign = torch.sign(inputs.grad.sum(dim=1))
+        return sign * _sobel(model, batch, targets, context).clamp(min=1e-3)
+
+    register_method("test_signed_edges", family="baseline", signed=True)(signed_edges)
+    try:
+        result = randomisation_check(bundle.model, batch, ["test_signed_edges"], seed=0,
+                                     mean=bundle.config["mean"], std=bundle.config["std"])
+    finally:
+        unregister_method("test_signed_edges")
+    assert result.final_magnitude("test_signed_edges") > 0.99  # the edges did not move
+    assert not result.flagged("test_signed_edges")  # the signs did
+    assert result.summary()["test_signed_edges"]["final_rho_magnitude"] > 0.99

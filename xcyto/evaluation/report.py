@@ -7,8 +7,10 @@ Metrics per cell (and the direction that is better):
   ``cell`` (whole cell), ``evidence`` (synthetic cells): :mod:`.localisation`. The row
   ``chance (mask area)`` gives what a map that knows nothing scores;
 - ``randomisation_rho`` (lower): Spearman rho between the trained model's maps and
-  those of the fully randomised model, on the first ``randomisation_cells`` cells;
-  methods at or above the threshold are flagged: :mod:`.sanity`;
+  those of the fully randomised model (signed maps compared signed), on the first
+  ``randomisation_cells`` cells; methods at or above the threshold are flagged:
+  :mod:`.sanity`. ``randomisation_rho_magnitude``: the same on ``|map|`` (for signed
+  methods only; not a flag);
 - ``completeness_error`` (lower; IG only): |sum(attr) - (f(x) - f(b))| / |f(x) - f(b)|;
 - ``ms_per_cell``: time per cell of the method (per batch).
 
@@ -39,9 +41,11 @@ DEFAULT_EVALUATION_METHODS = ("gradcam", "gradcampp", "hirescam", "layercam", "e
                               "saliency", "smoothgrad", "guided_gradcam", "random")
 CHANCE = "chance (mask area)"
 MASK_LABELS = {"nucleus": "nucleus", "cytoplasm": "cell", "evidence": "evidence"}
-LOWER_IS_BETTER = {"deletion_auc", "randomisation_rho", "completeness_error", "ms_per_cell"}
+LOWER_IS_BETTER = {"deletion_auc", "randomisation_rho", "randomisation_rho_magnitude", "completeness_error",
+                   "ms_per_cell"}
 METRIC_ORDER = ("deletion_auc", "insertion_auc", "nucleus_share", "nucleus_hit", "cell_share", "cell_hit",
-                "evidence_share", "evidence_hit", "randomisation_rho", "completeness_error", "ms_per_cell")
+                "evidence_share", "evidence_hit", "randomisation_rho", "randomisation_rho_magnitude", "completeness_error",
+                "ms_per_cell")
 
 
 def bootstrap_interval(values, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
@@ -116,8 +120,10 @@ class EvaluationReport:
             "Mean [95 % bootstrap interval]. ↓ lower is better, ↑ higher is better. "
             f"'{CHANCE}' is what a map that knows nothing scores.",
             f"randomisation_rho: Spearman rho between maps of the trained and the fully randomised model "
-            f"({settings.get('randomisation_cells')} cells); ⚠ = rho >= {settings.get('randomisation_threshold')}: "
-            "the maps do not depend on the learned weights.",
+            f"({settings.get('randomisation_cells')} cells; signed maps compared signed); ⚠ = rho >= "
+            f"{settings.get('randomisation_threshold')}: the maps do not depend on the learned weights. "
+            "randomisation_rho_magnitude: the same on |map|, for signed methods (how much their strength, "
+            "rather than their sign, follows the image).",
         ]
         return "\n".join(lines + notes) + "\n"
 
@@ -265,8 +271,10 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
         subset = [cells[i]["image"] for i in range(min(randomisation_cells, len(cells)))]
         randomisation = randomisation_check(model, torch.stack(subset).to(device), methods, seed=seed,
                                             options=options, **common)
-        for name in names:
-            add(name, "randomisation_rho", randomisation.final(name))
+        for method in methods:
+            add(method.name, "randomisation_rho", randomisation.final(method.name))
+            if method.signed:
+                add(method.name, "randomisation_rho_magnitude", randomisation.magnitude_correlations[method.name][-1])
 
     rows = []
     for method, metrics in values.items():

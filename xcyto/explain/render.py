@@ -156,12 +156,15 @@ def check_label(heatmap) -> str:
     """A few words for a map's check, for titles and captions (``Heatmap.check`` has the sentence)."""
     passed, _ = heatmap.check
     info = heatmap.info
+    if info.get("randomisation_flagged", 0) >= 1:
+        return f"randomisation FLAGGED (rho {info['randomisation_rho']:.2f})"
     if "completeness_relative" in info:
         steps = int(info.get("steps", 0))
-        return (f"adds up ({info['completeness_relative']:.1%}, {steps} steps)" if passed
-                else f"off by {info['completeness_relative']:.0%} at {steps} steps")
+        added = (f"adds up ({info['completeness_relative']:.1%}, {steps} steps)" if info.get("converged", 1) >= 1
+                 else f"off by {info['completeness_relative']:.0%} at {steps} steps")
+        return added + (f", randomisation passed (rho {info['randomisation_rho']:.2f})" if "randomisation_rho" in info else "")
     if "randomisation_rho" in info:
-        return f"randomisation {'passed' if passed else 'FLAGGED'} (rho {info['randomisation_rho']:.2f})"
+        return f"randomisation passed (rho {info['randomisation_rho']:.2f})"
     return ""
 
 

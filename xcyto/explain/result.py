@@ -56,23 +56,28 @@ class Heatmap:
 
     @property
     def check(self) -> tuple[bool | None, str]:
-        """``(passed, sentence)``: the check that travels with this map: IG's completeness, a
-        CAM's randomisation check as recorded in the bundle. ``(None, "")`` when none applies."""
+        """``(passed, sentence)``: the checks that travel with this map: the randomisation
+        check recorded in the bundle (a flag overrides all else) and IG's completeness.
+        ``(None, "")`` when none applies."""
         info = self.info
-        if "completeness_relative" in info:
-            error, steps = info["completeness_relative"], int(info.get("steps", self.settings.get("steps") or 0))
-            tolerance = self.settings.get("tolerance", 0.05)
-            if info.get("converged", float(error <= tolerance)) >= 1:
-                return True, f"adds up: {error:.1%} off f(x) - f(baseline) ({steps} steps)"
-            capped = " (the cap)" if self.settings.get("steps") == "auto" else ""
-            return False, (f"does not add up: {error:.1%} off f(x) - f(baseline) after {steps} steps{capped}, "
-                           f"tolerance {tolerance:.0%}")
+        randomisation = None
         if "randomisation_rho" in info:
             rho = info["randomisation_rho"]
             if info.get("randomisation_flagged", 0) >= 1:
                 return False, (f"flagged by the randomisation check (rho {rho:.2f}): the map barely changes "
                                "when the weights are random")
-            return True, f"passed the randomisation check (rho {rho:.2f})"
+            randomisation = f"passed the randomisation check (rho {rho:.2f})"
+        if "completeness_relative" in info:
+            error, steps = info["completeness_relative"], int(info.get("steps", self.settings.get("steps") or 0))
+            tolerance = self.settings.get("tolerance", 0.05)
+            also = f"; {randomisation}" if randomisation else ""
+            if info.get("converged", float(error <= tolerance)) >= 1:
+                return True, f"adds up: {error:.1%} off f(x) - f(baseline) ({steps} steps){also}"
+            capped = " (the cap)" if self.settings.get("steps") == "auto" else ""
+            return False, (f"does not add up: {error:.1%} off f(x) - f(baseline) after {steps} steps{capped}, "
+                           f"tolerance {tolerance:.0%}{also}")
+        if randomisation:
+            return True, randomisation
         return None, ""
 
     def to_dict(self, arrays: bool = False) -> dict:
