@@ -56,10 +56,11 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     neighbours = list(explanation.neighbours)[:max_neighbours]
     columns = 1 + len(methods)
     rows = 2 if neighbours else 1
-    figure = plt.figure(figsize=(2.3 * columns + 3.6, 2.8 + (1.9 if neighbours else 0)))
+    figure = plt.figure(figsize=(2.5 * columns + 3.6, 3.2 + (2.1 if neighbours else 0)))
     # cell | overlays ... | colour bar | gap | probability bars
     grid = figure.add_gridspec(rows, columns + 3, width_ratios=[1] * columns + [0.06, 0.25, 1.5],
-                               height_ratios=[1.4, 1] if neighbours else [1], hspace=0.35, wspace=0.08)
+                               height_ratios=[1.4, 1] if neighbours else [1], hspace=0.55, wspace=0.08,
+                               top=0.82 if neighbours else 0.72)
     colours = class_colors(explanation.classes)
 
     axis = figure.add_subplot(grid[0, 0])
@@ -76,8 +77,8 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
         axis = figure.add_subplot(grid[0, column])
         axis.imshow(explanation.overlay_on_image(name))
         passed, sentence = heatmap.check
-        mark = "" if passed is None else ("\n✓ " if passed else "\n⚠ ") + check_label(heatmap)
-        axis.set_title(f"{name}\nscale {heatmap.scale:.3g} ({heatmap.normalise}){mark}", fontsize=8,
+        mark = "" if passed is None else ("\n✓ " if passed else "\n⚠ ") + check_label(heatmap).replace("; ", "\n")
+        axis.set_title(f"{name}\nscale {heatmap.scale:.3g} ({heatmap.normalise}){mark}", fontsize=7,
                        color="#b03a2e" if passed is False else "black")
         axis.axis("off")
     if methods:
@@ -162,9 +163,9 @@ def check_label(heatmap) -> str:
         steps = int(info.get("steps", 0))
         added = (f"adds up ({info['completeness_relative']:.1%}, {steps} steps)" if info.get("converged", 1) >= 1
                  else f"off by {info['completeness_relative']:.0%} at {steps} steps")
-        return added + (f", randomisation passed (rho {info['randomisation_rho']:.2f})" if "randomisation_rho" in info else "")
+        return added + (f"; randomisation ok (rho {info['randomisation_rho']:.2f})" if "randomisation_rho" in info else "")
     if "randomisation_rho" in info:
-        return f"randomisation passed (rho {info['randomisation_rho']:.2f})"
+        return f"randomisation ok (rho {info['randomisation_rho']:.2f})"
     return ""
 
 

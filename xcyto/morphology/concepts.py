@@ -84,8 +84,9 @@ class ConceptReport:
                 cells.append(f"**{s.tcav:.2f}**" if s.significant else f"{s.tcav:.2f}")
             lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
         lines += ["", f"TCAV score: share of the class's cells whose logit rises as the feature grows (0.5: no "
-                      f"tendency); **bold**: differs from random concepts (two-sided t-test over {self.settings.get('runs')} "
-                      f"runs, p < {SIGNIFICANCE})."]
+                      f"tendency); **bold**: differs from random concepts (Welch's t-test, {self.settings.get('runs')} "
+                      f"runs against {self.settings.get('random_runs', self.settings.get('runs'))} random CAVs, "
+                      f"p < {SIGNIFICANCE})."]
         return "\n".join(lines) + "\n"
 
 
