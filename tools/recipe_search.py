@@ -142,6 +142,12 @@ def write_table(out: Path, path: Path) -> None:
         lines.append(f"| {label} | {note} | {settings} | {metrics['val']['accuracy']:.3f} | {metrics['val']['macro_f1']:.3f} "
                      f"| {metrics['test']['accuracy']:.3f} | {metrics['test']['macro_f1']:.3f} "
                      f"| {metrics['best_epoch']} / {metrics['epochs_run']} | {metrics['train_seconds'] / 60:.1f} |")
+    missing = [label for label in CANDIDATES if not (out / label / "fold-0" / "metrics.json").is_file()]
+    if missing:
+        lines += ["", "Not run yet (run `python tools/recipe_search.py` to continue): " + ", ".join(
+            f"{label} ({CANDIDATES[label][2]})" for label in missing) + "."]
+    lines += ["", "Training times are wall-clock on 2 CPU cores, some taken while the machine did other work; "
+              "an idle fold-0 run of B takes 4.5-5 minutes."]
     write_text_atomic(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")
 
