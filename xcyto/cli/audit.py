@@ -24,15 +24,16 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "audit", help="find and explain where a model goes wrong (HTML report, CSV)",
         description="Predict every cell of a split, then explain each misclassified cell and each correct one "
-        "below --confidence (heatmaps for the predicted and the given class, nearest training cells of both), "
-        "score how suspicious it is (label-issue score by confident learning, neighbour disagreement, "
-        "atypicality, agreement of the explanation methods) and rank the cases most worth a look first.",
+        "below --confidence (every method's heatmap for the predicted class, the CAM methods' for the given one, "
+        "nearest training cells of both, the cell's measured morphology), score how suspicious it is (label-issue "
+        "score by confident learning, neighbour disagreement, atypicality, agreement of the explanation methods, "
+        "disagreement of the morphometric model) and rank the cases most worth a look first.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_arguments(parser, default_split="test")
     parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
     parser.add_argument("--methods", default="gradcam,integrated_gradients",
                         help="explanation methods, comma-separated (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=None, help="integrated-gradient steps (default: the method's, 32)")
+    parser.add_argument("--steps", type=int, default=None, help="integrated-gradient steps (default: until they add up within 5 %%, at most 65 points)")
     parser.add_argument("--confidence", type=float, default=0.6,
                         help="correct calls below this calibrated probability are cases too (default %(default)s)")
     parser.add_argument("--k", type=int, default=10, help="neighbours voting in neighbour disagreement (default %(default)s)")
