@@ -143,20 +143,15 @@ def _case_view(case, methods: list[str], images: dict[str, bytes]) -> dict:
 def _morphology_view(case) -> dict | None:
     """The cell's key measurements, each placed among the training cells of both classes, and
     what the morphometric model alone says."""
-    from xcyto.morphology.analyse import KEY_FEATURES, label
+    from xcyto.morphology.analyse import label
 
     morphology = case.morphology
     if morphology is None:
         return None
     classes = list(case.roles)
-    rows = []
-    for name in KEY_FEATURES:
-        value = morphology.features.get(name)
-        if value is None or not np.isfinite(value):
-            continue
-        shares = [morphology.percentiles.get(name, {}).get(c) for c in classes]
-        rows.append({"name": label(name), "value": f"{value:.3g}",
-                     "percentiles": ["-" if share is None else f"{share:.0f}" for share in shares]})
+    rows = [{"name": label(name), "value": f"{value:.3g}",
+             "percentiles": ["-" if share is None else f"{share:.0f}" for share in shares]}
+            for name, value, _, shares in morphology.key_rows(classes)]
     said = ""
     if case.morphology_probabilities:
         best = max(case.morphology_probabilities, key=case.morphology_probabilities.get)

@@ -87,18 +87,14 @@ def cell_info_markdown(class_name: str, morphology=None, other: str | None = Non
 
 def morphology_markdown(morphology, class_name: str, other: str | None = None) -> str:
     """A table of the key measurements, with where each falls among the training cells."""
-    from xcyto.morphology.analyse import KEY_FEATURES, label
+    from xcyto.morphology.analyse import label
 
     classes = [name for name in (class_name, other) if name]
     header = "| measured (segmented: nucleus red, cell green) | value | " + " | ".join(
         f"percentile among {_esc(name)} training cells" for name in classes) + " |"
     lines = ["### The cell, measured", "", header, "|---|---:|" + "---:|" * len(classes)]
-    for name in KEY_FEATURES:
-        value = morphology.features.get(name)
-        if value is None or not np.isfinite(value):
-            continue
-        shares = [morphology.percentiles.get(name, {}).get(c) for c in classes]
-        lines.append(f"| {label(name)} | {value:.3g} {morphology.units.get(name, '')} | "
+    for name, value, unit, shares in morphology.key_rows(classes):
+        lines.append(f"| {label(name)} | {value:.3g} {unit} | "
                      + " | ".join("-" if share is None else f"{share:.0f}" for share in shares) + " |")
     if not morphology.percentiles:
         lines += ["", "*The bundle's gallery has no measurements of its training cells, so no percentiles.*"]

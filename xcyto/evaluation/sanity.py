@@ -156,9 +156,9 @@ def randomisation_check(model: nn.Module, batch: torch.Tensor, methods, targets=
             result = explain_batch(randomised, batch, methods, targets, **common)
             for method in names:
                 trained, random = original.raw[method], result.raw[method]
-                rows[method].append(spearman(trained, random).cpu().numpy() if signed[method]
-                                    else spearman(trained.abs(), random.abs()).cpu().numpy())
-                magnitudes[method].append(spearman(trained.abs(), random.abs()).cpu().numpy())
+                magnitude = spearman(trained.abs(), random.abs()).cpu().numpy()
+                rows[method].append(spearman(trained, random).cpu().numpy() if signed[method] else magnitude)
+                magnitudes[method].append(magnitude)
     return RandomisationResult(layers=layers, correlations={m: np.stack(r) for m, r in rows.items()},
                                threshold=threshold, seed=seed,
                                magnitude_correlations={m: np.stack(r) for m, r in magnitudes.items()})
@@ -201,10 +201,11 @@ def record_randomisation(bundle, images, seed: int = 0) -> dict:
                                  options={"steps": RECORDED_IG_STEPS})
     records = {}
     for name in methods:
+        method = get_method(name)
         record = {"rho": round(float(result.final(name).mean()), 4), "flagged": result.flagged(name),
-                  "layer": layer if get_method(name).family == "cam" else None, "cells": len(batch),
-                  "threshold": result.threshold, "seed": seed, "compared": "signed" if get_method(name).signed else "as is"}
-        if get_method(name).signed:
+                  "layer": layer if method.family == "cam" else None, "cells": len(batch),
+                  "threshold": result.threshold, "seed": seed, "compared": "signed" if method.signed else "as is"}
+        if method.signed:
             record["rho_magnitude"] = round(result.final_magnitude(name), 4)
         if name == "integrated_gradients":
             record["steps"] = RECORDED_IG_STEPS

@@ -64,12 +64,18 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     colours = class_colors(explanation.classes)
 
     axis = figure.add_subplot(grid[0, 0])
-    axis.imshow(explanation.image if explanation.original is None else explanation.original)
+    morphology = explanation.morphology
+    if explanation.original is None:
+        axis.imshow(explanation.image)
+    elif morphology is None:
+        axis.imshow(explanation.original)
+    else:  # outlined as the demo and `xcyto segment` draw it
+        from xcyto.morphology.analyse import outlined
+
+        axis.imshow(outlined(explanation.original, morphology.masks))
     axis.set_title("cell", fontsize=9)
     axis.axis("off")
-    morphology = explanation.morphology
     if morphology is not None and explanation.original is not None:
-        draw_outline(axis, morphology.masks)
         axis.text(0.0, -0.04, morphology_lines(morphology, explanation.predicted, 4), transform=axis.transAxes,
                   fontsize=6.5, va="top", ha="left", family="monospace")
     for column, name in enumerate(methods, start=1):
@@ -136,13 +142,6 @@ def figure_png(figure, dpi: int = 100) -> bytes:
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
-
-
-def draw_outline(axis, masks) -> None:
-    """The segmented cell (green) and nucleus (red) as contours on a matplotlib axis."""
-    for mask, colour in ((masks.cell, "#2ca02c"), (masks.nucleus, "#d62728")):
-        if mask.any():
-            axis.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.9)
 
 
 def morphology_lines(morphology, class_name: str, count: int = 4) -> str:

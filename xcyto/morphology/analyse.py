@@ -46,6 +46,13 @@ class Morphology:
                 if len(values):
                     self.percentiles[name][class_name] = float(100.0 * (values < value).mean())
 
+    def key_rows(self, classes: list[str]) -> list[tuple[str, float, str, list[float | None]]]:
+        """``(feature, value, unit, [percentile among each of classes' training cells, or None])``
+        of each measured key feature (``KEY_FEATURES``): the rows of the demo's and the audit's tables."""
+        return [(name, value, self.units.get(name, ""), [self.percentiles.get(name, {}).get(c) for c in classes])
+                for name in KEY_FEATURES
+                if (value := self.features.get(name)) is not None and np.isfinite(value)]
+
     def describe(self, name: str, class_name: str) -> str:
         """E.g. ``"N/C ratio 0.62: above 97 % of the normal_superficiel training cells"``."""
         value = self.features[name]

@@ -116,6 +116,11 @@ def _perimeter(cell: CellContext, name: str) -> float:
     return float(region.perimeter) if region is not None else math.nan
 
 
+def _elongation(cell: CellContext, part: str) -> float:
+    short, long = _axes(cell, part)
+    return short / long if long else math.nan
+
+
 def _roundness(cell: CellContext, name: str) -> float:
     """Area over the area of the circle of the longest diameter (Herlev's definition): 1 for a disc."""
     region = cell.region(name)
@@ -188,8 +193,7 @@ def nucleus_longest_diameter(cell):
 
 @register_feature("nucleus_elongation", "ratio", "shortest over longest diameter of the nucleus: 1 round, toward 0 elongated")
 def nucleus_elongation(cell):
-    short, long = _axes(cell, "nucleus")
-    return short / long if long else math.nan
+    return _elongation(cell, "nucleus")
 
 
 @register_feature("nucleus_roundness", "ratio", "nucleus area over the area of the circle of its longest diameter")
@@ -214,8 +218,7 @@ def cell_longest_diameter(cell):
 
 @register_feature("cell_elongation", "ratio", "shortest over longest diameter of the cell")
 def cell_elongation(cell):
-    short, long = _axes(cell, "cell")
-    return short / long if long else math.nan
+    return _elongation(cell, "cell")
 
 
 @register_feature("cell_roundness", "ratio", "cell area over the area of the circle of its longest diameter")

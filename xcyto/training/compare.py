@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xcyto.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from xcyto.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from xcyto.data.splits import cross_validation_fold, kfold_split, manifest_text, save_split_manifest
 from xcyto.errors import TrainingError
 from xcyto.training.config import TrainConfig
@@ -272,13 +272,14 @@ def _morphometry_fold(out: Path, k: int, dataset, manifest: Path, seed: int) -> 
     if (run_dir / "metrics.json").is_file():
         return
     cache = out / MORPHOMETRY_DIR / "features.npz"
-    if cache.is_file() and list(np.load(cache)["cell_ids"]) == list(dataset.cell_ids):
-        features = np.load(cache)["features"]
+    cached = np.load(cache) if cache.is_file() else None
+    if cached is not None and list(cached["cell_ids"]) == list(dataset.cell_ids):
+        features = cached["features"]
     else:
         started = time.perf_counter()
         features = feature_table(dataset.samples, progress=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, features=features, cell_ids=np.array(dataset.cell_ids), names=np.array(list_features()))
+        with atomic_path(cache) as temporary:
+            np.savez(temporary, features=features, cell_ids=np.array(dataset.cell_ids), names=np.array(list_features()))
         print(f"morphometry of {len(dataset)} cells in {time.perf_counter() - started:.0f} s")
     split = load_split_manifest(manifest, dataset)
     labels, classes = dataset.labels, list(dataset.classes)
