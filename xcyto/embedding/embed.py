@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from xcyto.models import evaluating
+from xcyto.models.fold import pass_model
 
 THUMBNAIL_SIZE = 96
 
@@ -20,8 +21,9 @@ THUMBNAIL_SIZE = 96
 def embed(bundle, batch: torch.Tensor) -> torch.Tensor:
     """L2-normalised embeddings ``(B, D)`` (float32, on the bundle's device) of a
     preprocessed batch ``(B, 3, S, S)`` (from ``bundle.preprocess``). No gradients."""
+    batch = batch.to(bundle.device)
     with evaluating(bundle.model) as model:
-        features = model.forward_embedding(batch.to(bundle.device))
+        features = pass_model(model, batch).forward_embedding(batch)
     return F.normalize(features.float(), dim=1)
 
 
@@ -39,10 +41,12 @@ def embed_cells(bundle, samples, batch_size: int = 64, with_logits: bool = False
     with evaluating(bundle.model) as model:
         for start in starts:
             batch = torch.stack([transform(sample.image) for sample in samples[start:start + batch_size]])
-            features = model.forward_embedding(batch.to(bundle.device))
+            batch = batch.to(bundle.device)
+            fast = pass_model(model, batch)  # on CPU: the batch-norm-folded copy, a third faster
+            features = fast.forward_embedding(batch)
             embeddings.append(F.normalize(features.float(), dim=1).cpu())
             if with_logits:
-                logits.append(model.forward_head(features).float().cpu())
+                logits.append(fast.forward_head(features).float().cpu())
     dim = bundle.model.embedding_dim
     embeddings = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, dim), np.float32)
     if not with_logits:

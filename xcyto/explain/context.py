@@ -27,11 +27,13 @@ MEMORY_ENV = "XCYTO_EXPLAIN_MEMORY_MB"
 #: Upper bound on images per chunk: beyond this, larger chunks no longer run faster.
 MAX_ROWS = 256
 #: CPU default: this share of available memory, at most ``CPU_BUDGET_CAP`` bytes. Larger
-#: chunks do not run faster on CPU, they run slower: IG on EfficientNet-Lite0 at 224 px on 2
-#: cores took 55 ms per step in chunks of 8 images and 90 ms in chunks of 128 (the chunk's
-#: activations are re-allocated and streamed through memory on every pass).
+#: chunks do not run faster on CPU, they run slower once a layer's activations for the
+#: chunk outgrow the processor's cache: a forward+backward pass of EfficientNet-Lite0 on 2
+#: cores took 12 ms per image in chunks of 6 and 19 ms in chunks of 9 at 224 px, 2.9 ms in
+#: chunks of 24 and 4.2 ms in chunks of 38 at 112 px. 256 MiB gives 4 and 18 images, and
+#: ``explain()`` of a Herlev cell 0.87 s at the median against 1.03-1.18 s with 512 MiB.
 CPU_BUDGET_SHARE = 0.25
-CPU_BUDGET_CAP = 512 << 20
+CPU_BUDGET_CAP = 256 << 20
 #: GPU default: this share of the free device memory.
 GPU_BUDGET_SHARE = 0.5
 
@@ -227,7 +229,7 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
 
 def memory_budget(device: torch.device, memory_mb: float | None = None) -> int:
     """Bytes a chunked method may use: ``memory_mb``, else ``$XCYTO_EXPLAIN_MEMORY_MB``, else
-    half the free GPU memory, or a quarter of the available RAM (at most 512 MiB) on CPU."""
+    half the free GPU memory, or a quarter of the available RAM (at most 256 MiB) on CPU."""
     if memory_mb is None and os.environ.get(MEMORY_ENV):
         try:
             memory_mb = float(os.environ[MEMORY_ENV])

