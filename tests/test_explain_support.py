@@ -72,3 +72,27 @@ def cells_dataset(n: int = 8):
                                   cell_id=f"cell-{index}", group=f"slide-{index}", nucleus_mask=nucleus,
                                   cytoplasm_mask=whole))
     return CellDataset(samples=samples, classes=list(CLASSES), name="test-cells")
+
+
+@pytest.mark.parametrize("info, passed, sentence, label", [
+    ({"completeness_relative": 0.012, "steps": 41.0, "converged": 1.0, "randomisation_rho": -0.1},
+     True, "adds up: 1.2% off f(x) - f(baseline) (41 steps); passed the randomisation check (rho -0.10)",
+     "adds up (1.2%, 41 steps); randomisation ok (rho -0.10)"),
+    ({"completeness_relative": 0.2, "steps": 257.0, "converged": 0.0},
+     False, "does not add up: 20.0% off f(x) - f(baseline) after 257 steps (the cap), tolerance 5%",
+     "off by 20% at 257 steps"),
+    ({"completeness_relative": 0.01, "steps": 33.0, "converged": 1.0, "randomisation_rho": 0.7, "randomisation_flagged": 1.0},
+     False, "flagged by the randomisation check (rho 0.70): the map barely changes when the weights are random",
+     "randomisation FLAGGED (rho 0.70)"),
+    ({}, None, "", ""),
+])
+def test_a_maps_check_reads_the_same_as_a_sentence_and_as_a_caption(info, passed, sentence, label):
+    from xcyto.explain.render import check_label
+    from xcyto.explain.result import Heatmap
+
+    empty = np.zeros((4, 4), np.float32)
+    heatmap = Heatmap(method="integrated_gradients", raw=empty, display=empty, overlay=np.zeros((4, 4, 3), np.uint8),
+                      scale=1.0, signed=True, normalise="individual", settings={"steps": "auto", "tolerance": 0.05},
+                      info=info)
+    assert heatmap.check == (passed, sentence)
+    assert check_label(heatmap) == label

@@ -154,18 +154,7 @@ def morphology_lines(morphology, class_name: str, count: int = 4) -> str:
 
 def check_label(heatmap) -> str:
     """A few words for a map's check, for titles and captions (``Heatmap.check`` has the sentence)."""
-    passed, _ = heatmap.check
-    info = heatmap.info
-    if info.get("randomisation_flagged", 0) >= 1:
-        return f"randomisation FLAGGED (rho {info['randomisation_rho']:.2f})"
-    if "completeness_relative" in info:
-        steps = int(info.get("steps", 0))
-        added = (f"adds up ({info['completeness_relative']:.1%}, {steps} steps)" if info.get("converged", 1) >= 1
-                 else f"off by {info['completeness_relative']:.0%} at {steps} steps")
-        return added + (f"; randomisation ok (rho {info['randomisation_rho']:.2f})" if "randomisation_rho" in info else "")
-    if "randomisation_rho" in info:
-        return f"randomisation ok (rho {info['randomisation_rho']:.2f})"
-    return ""
+    return "; ".join(label for _, label in heatmap.check_parts()[1])
 
 
 def explanation_html(explanation) -> str:

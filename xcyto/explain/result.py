@@ -54,31 +54,38 @@ class Heatmap:
         inside = np.ascontiguousarray(chosen[top:top + box_height, left:left + box_width], dtype=np.float32)
         return cv2.resize(inside, (width, height), interpolation=cv2.INTER_LINEAR)
 
-    @property
-    def check(self) -> tuple[bool | None, str]:
-        """``(passed, sentence)``: the checks that travel with this map: the randomisation
-        check recorded in the bundle (a flag overrides all else) and IG's completeness.
-        ``(None, "")`` when none applies."""
+    def check_parts(self) -> tuple[bool | None, list[tuple[str, str]]]:
+        """``(passed, [(sentence, label), ...])``: the checks that travel with this map, each
+        as a sentence and as a few words for captions: the randomisation check recorded in
+        the bundle (a flag overrides all else) and IG's completeness. ``(None, [])`` when
+        none applies."""
         info = self.info
-        randomisation = None
-        if "randomisation_rho" in info:
-            rho = info["randomisation_rho"]
-            if info.get("randomisation_flagged", 0) >= 1:
-                return False, (f"flagged by the randomisation check (rho {rho:.2f}): the map barely changes "
-                               "when the weights are random")
-            randomisation = f"passed the randomisation check (rho {rho:.2f})"
+        rho = info.get("randomisation_rho")
+        if rho is not None and info.get("randomisation_flagged", 0) >= 1:
+            return False, [(f"flagged by the randomisation check (rho {rho:.2f}): the map barely changes "
+                            "when the weights are random", f"randomisation FLAGGED (rho {rho:.2f})")]
+        passed, parts = None, []
         if "completeness_relative" in info:
             error, steps = info["completeness_relative"], int(info.get("steps", self.settings.get("steps") or 0))
             tolerance = self.settings.get("tolerance", 0.05)
-            also = f"; {randomisation}" if randomisation else ""
-            if info.get("converged", float(error <= tolerance)) >= 1:
-                return True, f"adds up: {error:.1%} off f(x) - f(baseline) ({steps} steps){also}"
-            capped = " (the cap)" if self.settings.get("steps") == "auto" else ""
-            return False, (f"does not add up: {error:.1%} off f(x) - f(baseline) after {steps} steps{capped}, "
-                           f"tolerance {tolerance:.0%}{also}")
-        if randomisation:
-            return True, randomisation
-        return None, ""
+            passed = bool(info.get("converged", float(error <= tolerance)) >= 1)
+            if passed:
+                parts.append((f"adds up: {error:.1%} off f(x) - f(baseline) ({steps} steps)",
+                              f"adds up ({error:.1%}, {steps} steps)"))
+            else:
+                capped = " (the cap)" if self.settings.get("steps") == "auto" else ""
+                parts.append((f"does not add up: {error:.1%} off f(x) - f(baseline) after {steps} steps{capped}, "
+                              f"tolerance {tolerance:.0%}", f"off by {error:.0%} at {steps} steps"))
+        if rho is not None:
+            parts.append((f"passed the randomisation check (rho {rho:.2f})", f"randomisation ok (rho {rho:.2f})"))
+            passed = True if passed is None else passed
+        return passed, parts
+
+    @property
+    def check(self) -> tuple[bool | None, str]:
+        """``(passed, sentence)`` of :meth:`check_parts`."""
+        passed, parts = self.check_parts()
+        return passed, "; ".join(sentence for sentence, _ in parts)
 
     def to_dict(self, arrays: bool = False) -> dict:
         passed, sentence = self.check
