@@ -169,7 +169,7 @@ def _adaptive_paths(model, start, difference, targets, chunk, tolerance, max_ste
     new = {image: alphas[image] for image in range(batch_size)}  # image -> the points to run now
     while new:
         row_images = torch.cat([torch.full((len(a),), image, device=device) for image, a in new.items()])
-        row_alphas = torch.cat(list(new.values())).to(device=device, dtype=start.dtype)
+        row_alphas = torch.cat(list(new.values())).to(start.dtype).to(device)
         contributions = torch.empty(len(row_images), *start.shape[-2:], dtype=start.dtype, device=device)
 
         def make_rows(rows, images):
@@ -187,7 +187,7 @@ def _adaptive_paths(model, start, difference, targets, chunk, tolerance, max_ste
             order = torch.argsort(alphas[image])
             alphas[image] = alphas[image][order]
             points[image] = torch.cat([points[image], contributions[row_images == image]])[order.to(device)]
-            widths = alphas[image].diff().to(device=device, dtype=start.dtype)
+            widths = alphas[image].diff().to(start.dtype).to(device)
             maps[image] = _trapezoid(points[image], widths)
             steps[image] = len(alphas[image])
             output_difference = scores[1, image] - scores[0, image]
