@@ -15,6 +15,7 @@ morphometric baseline (:mod:`xcyto.morphology.baseline`) on the feature.
 """
 from __future__ import annotations
 
+import random
 import tempfile
 from dataclasses import dataclass, field
 
@@ -114,10 +115,20 @@ def concept_scores(bundle, samples, features: np.ndarray, names: list[str], want
     Random CAVs scatter widely (their TCAV is anywhere in [0, 1]), so the null distribution gets
     at least 20 of them (``random_runs``) whatever ``runs`` is; the test is Welch's t-test."""
     random_runs = max(runs, 20) if random_runs is None else random_runs
-    with torch.random.fork_rng():  # captum splits and trains each CAV with torch's generator
-        torch.manual_seed(seed)
-        return _concept_scores(bundle, samples, features, names, wanted, runs, quantile, cells_per_concept,
-                               cells_per_class, seed, random_runs, progress)
+    # captum shuffles each CAV's cells with Python's global generator and fits the CAV with
+    # scikit-learn's SGDClassifier, which shuffles with NumPy's: seed both (and torch's), then
+    # put them back
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            return _concept_scores(bundle, samples, features, names, wanted, runs, quantile, cells_per_concept,
+                                   cells_per_class, seed, random_runs, progress)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _concept_scores(bundle, samples, features, names, wanted, runs, quantile, cells_per_concept, cells_per_class,
