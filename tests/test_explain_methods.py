@@ -380,11 +380,11 @@ def test_auto_steps_stop_at_once_on_a_smooth_model_and_spend_their_points_where_
     uniform = []
     for index in range(2):
         points = 33
+        difference = float(sharp_model(images[index:index + 1])[0, 0] - sharp_model(torch.zeros_like(images[:1]))[0, 0])
         while True:
             attributions = IntegratedGradients(sharp_model).attribute(
                 images[index:index + 1], baselines=torch.zeros_like(images[:1]), target=0, n_steps=points,
                 method="riemann_trapezoid") * points / (points - 1)
-            difference = float(sharp_model(images[index:index + 1])[0, 0] - sharp_model(torch.zeros_like(images[:1]))[0, 0])
             if abs(float(attributions.sum()) - difference) <= 0.05 * abs(difference) or points > 4096:
                 break
             points = 2 * points - 1

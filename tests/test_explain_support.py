@@ -87,7 +87,6 @@ def cells_dataset(n: int = 8):
     ({}, None, "", ""),
 ])
 def test_a_maps_check_reads_the_same_as_a_sentence_and_as_a_caption(info, passed, sentence, label):
-    from xcyto.explain.render import check_label
     from xcyto.explain.result import Heatmap
 
     empty = np.zeros((4, 4), np.float32)
@@ -95,4 +94,4 @@ def test_a_maps_check_reads_the_same_as_a_sentence_and_as_a_caption(info, passed
                       scale=1.0, signed=True, normalise="individual", settings={"steps": "auto", "tolerance": 0.05},
                       info=info)
     assert heatmap.check == (passed, sentence)
-    assert check_label(heatmap) == label
+    assert heatmap.check_label == (passed, label)

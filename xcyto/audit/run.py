@@ -38,7 +38,7 @@ CHUNK = 32
 @dataclass
 class Case:
     """One cell worth a look. ``overlays[(method, class)]``: H x W x 3 uint8 over ``image``;
-    ``checks[(method, class)]``: ``(passed, label)`` of that map's check (``Heatmap.check``);
+    ``checks[(method, class)]``: ``(passed, label)`` of that map's check (``Heatmap.check_label``);
     ``neighbours[class]``: the nearest training cells of that class (``Neighbour``s)."""
 
     index: int
@@ -305,7 +305,6 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
     class, and the raw Grad-CAM / IG maps of the predicted class (for their agreement)."""
     from xcyto.explain import explain, get_method
     from xcyto.explain.batched import options_for
-    from xcyto.explain.render import check_label
 
     starts = range(0, len(chosen), CHUNK)
     if progress and len(chosen):
@@ -332,7 +331,7 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
                 for m in explanation.heatmaps:
                     heatmap = explanation.heatmaps[m]
                     overlays[(m, classes[class_index])] = heatmap.overlay
-                    checks[(m, classes[class_index])] = (heatmap.check[0], check_label(heatmap))
+                    checks[(m, classes[class_index])] = heatmap.check_label
             entry = {"image": mine.image, "overlays": overlays, "checks": checks, "morphology": mine.morphology}
             if "gradcam" in methods and "integrated_gradients" in methods:
                 entry["gradcam"] = mine.heatmaps["gradcam"].raw

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from xcyto.demo.cell_info import DISCLAIMER, cell_info
-from xcyto.explain.render import check_label
 
 #: Names people read; the registry's names stay the values (API, JSON, settings).
 METHOD_TITLES = {
@@ -122,9 +121,9 @@ def heatmap_state(explanation) -> dict:
 def _heatmap_caption(explanation, name: str) -> str:
     heatmap = explanation.heatmaps[name]
     caption = method_title(name)
-    passed, _ = heatmap.check
+    passed, label = heatmap.check_label
     if passed is not None:
-        caption += (" ✓ " if passed else " ⚠ ") + check_label(heatmap)
+        caption += (" ✓ " if passed else " ⚠ ") + label
     return caption
 
 

@@ -82,8 +82,8 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
         heatmap = explanation.heatmaps[name]
         axis = figure.add_subplot(grid[0, column])
         axis.imshow(explanation.overlay_on_image(name))
-        passed, sentence = heatmap.check
-        mark = "" if passed is None else ("\n✓ " if passed else "\n⚠ ") + check_label(heatmap).replace("; ", "\n")
+        passed, label = heatmap.check_label
+        mark = "" if passed is None else ("\n✓ " if passed else "\n⚠ ") + label.replace("; ", "\n")
         axis.set_title(f"{name}\nscale {heatmap.scale:.3g} ({heatmap.normalise}){mark}", fontsize=7,
                        color="#b03a2e" if passed is False else "black")
         axis.axis("off")
@@ -150,11 +150,6 @@ def morphology_lines(morphology, class_name: str, count: int = 4) -> str:
 
     names = [name for name in KEY_FEATURES if name in morphology.features][:count]
     return "\n".join(morphology.describe(name, class_name) for name in names)
-
-
-def check_label(heatmap) -> str:
-    """A few words for a map's check, for titles and captions (``Heatmap.check`` has the sentence)."""
-    return "; ".join(label for _, label in heatmap.check_parts()[1])
 
 
 def explanation_html(explanation) -> str:

@@ -87,6 +87,12 @@ class Heatmap:
         passed, parts = self.check_parts()
         return passed, "; ".join(sentence for sentence, _ in parts)
 
+    @property
+    def check_label(self) -> tuple[bool | None, str]:
+        """``(passed, a few words)`` of :meth:`check_parts`, for titles and captions."""
+        passed, parts = self.check_parts()
+        return passed, "; ".join(label for _, label in parts)
+
     def to_dict(self, arrays: bool = False) -> dict:
         passed, sentence = self.check
         out = {"method": self.method, "signed": self.signed, "scale": self.scale, "normalise": self.normalise,
