@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: run near 10 minutes on 2 CPU cores; input size is searched on its own).
 COMMON = dict(image_size=160, epochs=12, batch_size=16, patience=0, seed=0, balance="none")
 
+#: The heading from which docs/recipe_search.md is written by hand (kept when the table is remade).
+FINDINGS = "## What the search found"
+
 #: label -> (architecture, overrides, what it tests)
 CANDIDATES = {
     "A": ("efficientnet_lite0", {}, "previous default: backbone lr x0.1, cosine"),
@@ -119,12 +122,18 @@ def main() -> None:
         started = time.perf_counter()
         compare(args.data, [entry], args.out, folds=5, seed=0, ensemble=False, only_folds=[0])
         print(f"== {label}: {time.perf_counter() - started:.0f} s")
+        write_table(Path(args.out), ROOT / "docs" / "recipe_search.md")
     write_table(Path(args.out), ROOT / "docs" / "recipe_search.md")
 
 
 def write_table(out: Path, path: Path) -> None:
-    """The search table from every finished candidate's fold-0 run."""
+    """The search table from every finished candidate's fold-0 run; the doc's hand-written
+    findings (everything from ``FINDINGS`` on) are kept as they are."""
     from xcyto.atomic import write_text_atomic
+
+    findings = ""
+    if path.is_file() and FINDINGS in path.read_text():
+        findings = path.read_text()[path.read_text().index(FINDINGS):]
 
     lines = ["# Training-recipe search on Herlev (fold 0 of 5, group-aware)", "",
              "Chosen on the validation cells carved from fold 0's training folds; fold 0's test cells "
@@ -148,7 +157,7 @@ def write_table(out: Path, path: Path) -> None:
             f"{label} ({CANDIDATES[label][2]})" for label in missing) + "."]
     lines += ["", "Training times are wall-clock on 2 CPU cores, some taken while the machine did other work; "
               "an idle fold-0 run of B takes 4.5-5 minutes."]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n" + (f"\n{findings}" if findings else ""))
     print(f"wrote {path}")
 
 
