@@ -46,6 +46,8 @@ CANDIDATES = {
     "N1": ("efficientnet_lite1", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite1"),
     "N2": ("efficientnet_lite2", {"backbone_lr_mult": 1.0}, "B with EfficientNet-Lite2"),
     "R18": ("resnet18", {"weights": None, "lr": 2e-3, "backbone_lr_mult": 1.0}, "ResNet-18 from scratch"),
+    "R50": ("resnet50", {"weights": None, "lr": 2e-3, "backbone_lr_mult": 1.0, "image_size": 128},
+            "ResNet-50 from scratch (at 128 px to fit the CPU budget)"),
     "P": ("efficientnet_lite0", {"linear_probe": True, "image_size": 224},
           "frozen ImageNet features + logistic regression (the fast baseline)"),
 }
