@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,7 +174,11 @@ def _concept_scores(bundle, samples, features, names, wanted, runs, quantile, ce
         from tqdm.auto import tqdm
 
         classes = tqdm(classes, desc="concepts per class", unit="class", leave=False)
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, warnings.catch_warnings():
+        # captum's own CAV classifier warns of its memory use and of a slow tensor copy inside
+        # it: nothing a user of this function can act on
+        warnings.filterwarnings("ignore", "Using default classifier for TCAV", UserWarning)
+        warnings.filterwarnings("ignore", "Creating a tensor from a list of numpy.ndarrays", UserWarning)
         tcav = TCAV(model, layers=[layer], save_path=cache)
         for class_index in classes:
             mine = np.flatnonzero(labels == class_index)
