@@ -139,3 +139,18 @@ def test_the_morphometric_baseline_joins_the_leaderboard(tmp_path):
     cached = np.load(tmp_path / "morphometry" / "features.npz")
     assert cached["features"].shape[0] == 80 and len(cached["names"]) == cached["features"].shape[1]
     assert MORPHOMETRY in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_the_same_folder_by_another_path_continues_the_comparison(tmp_path, monkeypatch):
+    from fixtures import make_herlev_tree
+
+    make_herlev_tree(tmp_path / "cells", n_per_class=6, groups_per_class=6, size=32)
+    monkeypatch.chdir(tmp_path)
+    first = compare("cells", "small_cnn", tmp_path / "cv", folds=2, ensemble=False, **SETTINGS)
+    trained = (tmp_path / "cv" / "small_cnn" / "fold-0" / "metrics.json").stat().st_mtime_ns
+    again = compare(str(tmp_path / "cells"), "small_cnn", tmp_path / "cv", folds=2, ensemble=False, **SETTINGS)
+    assert [row["accuracy"] for row in again.results] == [row["accuracy"] for row in first.results]
+    assert (tmp_path / "cv" / "small_cnn" / "fold-0" / "metrics.json").stat().st_mtime_ns == trained
+    make_herlev_tree(tmp_path / "other", n_per_class=6, groups_per_class=6, size=32)
+    with pytest.raises(TrainingError, match="other data"):
+        compare("other", "small_cnn", tmp_path / "cv", folds=2, ensemble=False, **SETTINGS)

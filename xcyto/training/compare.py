@@ -19,6 +19,7 @@ one resumed, so the command can be run again until it completes. Layout::
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -148,7 +149,7 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
 
     entries = parse_models(models) if isinstance(models, str) else list(models)
     out = Path(out)
-    base = TrainConfig(data=data, scheme=scheme, seed=seed, val_fraction=val_fraction, **settings)
+    base = TrainConfig(data=_data_key(data), scheme=scheme, seed=seed, val_fraction=val_fraction, **settings)
     base.validate()
     for entry in entries:
         replace(base, model=entry.architecture, **entry.overrides).validate()
@@ -187,6 +188,7 @@ def _record_settings(out: Path, base: TrainConfig, folds: int, entries: list[Mod
     models = {}
     if path.is_file():
         saved = json.loads(path.read_text())
+        saved["data"] = _data_key(saved.get("data"))
         changed = [key for key in record if saved.get(key) != record[key]]
         if changed:
             raise TrainingError(f"{out} holds a comparison with other {', '.join(changed)} "
@@ -198,6 +200,15 @@ def _record_settings(out: Path, base: TrainConfig, folds: int, entries: list[Mod
     models.update({entry.label: {"architecture": entry.architecture, **entry.overrides} for entry in entries})
     write_json_atomic(path, {**record, "models": models})
     write_text_atomic(out / "folds.csv", folds_text)
+
+
+def _data_key(data):
+    """The data as a comparison records it (compare.json and each run's settings): a folder or
+    file by its absolute path, so that ``../data/x`` and ``/abs/data/x`` continue one
+    comparison; anything else (``synthetic:...``) as given."""
+    if data is None or not os.path.exists(data):
+        return data
+    return str(Path(data).resolve())
 
 
 def _fold_manifest(out: Path, dataset, split, k: int, val_fraction: float, seed: int) -> Path:
@@ -219,6 +230,7 @@ def _run(config: TrainConfig, what: str) -> None:
     if saved.is_file():
         # a setting added to xcyto after that run was made has its default there
         previous = {**TrainConfig().to_dict(), **json.loads(saved.read_text())["config"]}
+        previous["data"] = _data_key(previous["data"])
         wanted = config.to_dict()
         changed = sorted(key for key in wanted if key not in RUNTIME_SETTINGS and previous.get(key) != wanted[key])
         if changed:
