@@ -133,9 +133,8 @@ def write_table(out: Path, path: Path) -> None:
     findings (everything from ``FINDINGS`` on) are kept as they are."""
     from xcyto.atomic import write_text_atomic
 
-    findings = ""
-    if path.is_file() and FINDINGS in path.read_text():
-        findings = path.read_text()[path.read_text().index(FINDINGS):]
+    previous = path.read_text() if path.is_file() else ""
+    findings = previous[previous.index(FINDINGS):] if FINDINGS in previous else ""
 
     lines = ["# Training-recipe search on Herlev (fold 0 of 5, group-aware)", "",
              "Chosen on the validation cells carved from fold 0's training folds; fold 0's test cells "
