@@ -119,13 +119,12 @@ def main() -> None:
         architecture, overrides, _ = CANDIDATES[label]
         if overrides.get("linear_probe"):
             linear_probe(args.data, Path(args.out), label, architecture, overrides["image_size"])
-            continue
-        entry = ModelEntry(architecture=architecture, overrides={**COMMON, **overrides}, label=label)
-        started = time.perf_counter()
-        compare(args.data, [entry], args.out, folds=5, seed=0, ensemble=False, only_folds=[0])
-        print(f"== {label}: {time.perf_counter() - started:.0f} s")
+        else:
+            entry = ModelEntry(architecture=architecture, overrides={**COMMON, **overrides}, label=label)
+            started = time.perf_counter()
+            compare(args.data, [entry], args.out, folds=5, seed=0, ensemble=False, only_folds=[0])
+            print(f"== {label}: {time.perf_counter() - started:.0f} s")
         write_table(Path(args.out), ROOT / "docs" / "recipe_search.md")
-    write_table(Path(args.out), ROOT / "docs" / "recipe_search.md")
 
 
 def write_table(out: Path, path: Path) -> None:
