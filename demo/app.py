@@ -1,7 +1,8 @@
 """xcyto demo: ``python demo/app.py [--bundle PATH] [--host H] [--port P] [--share]`` (``--help`` for more).
 
-Serves the shipped demo bundle (``artifacts/demo-bundle``, trained on synthetic cells)
-on http://127.0.0.1:7860 unless told otherwise. The app itself lives in
+Serves the shipped bundles (``artifacts/herlev-bundle``, real Herlev cells, first; then
+``artifacts/demo-bundle``, synthetic cells), with a menu to switch, on http://127.0.0.1:7860
+unless told otherwise. The app itself lives in
 ``xcyto/demo/app.py``; this file only makes it runnable from a checkout.
 """
 import sys

@@ -347,6 +347,10 @@ def test_auditing_and_evaluating_new_data_use_every_cell_and_say_so(tiny_bundle,
 
     summary = json.loads((out / "audit.json").read_text())
     assert summary["settings"]["cells"] == 25 and "none of them is in the bundle's split.csv" in summary["settings"]["data"]
-    assert cli_main(["evaluate", "--bundle", str(tiny_bundle.path), "--data", str(folder), "--split", "test"]) == 0
+    assert summary["settings"]["tta"] == tiny_bundle.tta
+    assert cli_main(["evaluate", "--bundle", str(tiny_bundle.path), "--data", str(folder), "--split", "test",
+                     "--out", str(tmp_path / "evaluated")]) == 0
     printed = capsys.readouterr().out
-    assert "all 25 cells" in printed and "(test, 25 cells)" in printed
+    assert "all 25 cells" in printed and "(all, 25 cells)" in printed  # the test split was asked; none applies
+    metrics = json.loads((tmp_path / "evaluated" / "metrics.json").read_text())
+    assert (metrics["split"], metrics["split_requested"], metrics["n"]) == ("all", "test", 25)

@@ -82,3 +82,50 @@ def test_every_command_has_help_with_examples(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "examples:" in capsys.readouterr().out
+
+
+def test_tta_can_be_switched_on_or_off_for_one_run(tiny_bundle, tmp_path):
+    from xcyto.data.synthetic import make_dataset
+
+    image = make_dataset(1, seed=12, size=64).samples[0].image
+    Image.fromarray(image).save(tmp_path / "cell.png")
+    rows = {}
+    for mode in ("on", "off", "bundle"):
+        out = tmp_path / f"{mode}.csv"
+        assert main(["predict", "--bundle", str(tiny_bundle.path), str(tmp_path / "cell.png"), "--tta", mode,
+                     "--out", str(out)]) == 0
+        rows[mode] = next(csv.DictReader(out.read_text().splitlines()))
+    batch = tiny_bundle.preprocess(image)
+    for mode, tta in (("on", True), ("off", False)):
+        assert rows[mode]["tta"] == str(int(tta))
+        expected = tiny_bundle.predict_probabilities(batch, tta=tta)[0].numpy()
+        found = np.array([float(rows[mode][f"p_{name}"]) for name in tiny_bundle.classes])
+        np.testing.assert_allclose(found, expected, atol=1e-4)
+    assert rows["bundle"]["tta"] == str(int(tiny_bundle.tta))
+    assert rows["on"]["p_" + tiny_bundle.classes[0]] != rows["off"]["p_" + tiny_bundle.classes[0]]
+
+
+def test_models_lists_every_registered_architecture(capsys):
+    from xcyto.models import get_spec, list_models
+
+    assert main(["models"]) == 0
+    printed = capsys.readouterr().out
+    for name in list_models():
+        assert any(line.split()[:2] == [name, str(get_spec(name).input_size)] for line in printed.splitlines())
+
+
+def test_a_bundle_made_elsewhere_finds_its_data_under_xcyto_data(tiny_bundle, tmp_path, monkeypatch):
+    from xcyto.data.synthetic import write_sipakmed_layout
+    from xcyto.errors import DataError
+    from xcyto.training.evaluate import training_data
+
+    moved = tiny_bundle.config["data"]
+    elsewhere = dict(tiny_bundle.config, data={**moved, "source": "/nowhere/on/this/machine/cells"})
+    bundle = type(tiny_bundle)(model=tiny_bundle.model, config=elsewhere, path=tiny_bundle.path)
+    monkeypatch.delenv("XCYTO_DATA", raising=False)
+    with pytest.raises(DataError, match="not on this machine; pass --data, or set XCYTO_DATA"):
+        training_data(bundle)
+    write_sipakmed_layout(tmp_path / "cells", n=10, seed=3, size=48)
+    monkeypatch.setenv("XCYTO_DATA", str(tmp_path))
+    assert training_data(bundle) == str(tmp_path / "cells")
+    assert training_data(tiny_bundle) == moved["source"]  # a source that is here, or synthetic, stays

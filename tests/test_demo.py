@@ -41,6 +41,15 @@ def test_every_known_class_is_described_with_a_risk_consistent_with_the_label_sc
             assert info.risk in ("low-grade", "high-grade"), name
         if name in NORMAL:
             assert info.risk in ("normal", "benign"), name
+    bethesda = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]  # other collections' scheme
+    for name in bethesda:
+        assert cell_info(name.lower().replace("-", "_")) is CELL_INFO[name], name
+    assert [cell_info(name).risk for name in bethesda] == ["normal", "low-grade", "low-grade", "high-grade",
+                                                           "high-grade", "high-grade"]
+    from xcyto.data.schemes import abnormal_flags
+
+    assert abnormal_flags(["nilm", "asc_us", "Lsil", "asc-h", "HSIL", "scc"]).tolist() == [False] + [True] * 5
+    assert abnormal_flags(["NILM", "macrophage"]) is None  # an unknown class: no 2-class metrics, not a guess
     assert cell_info("superficial intermediate") is CELL_INFO["Superficial-Intermediate"]
     assert cell_info("Carcinoma-in-situ") is CELL_INFO["carcinoma_in_situ"]
     assert cell_info("macrophage") is None
@@ -396,6 +405,14 @@ def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_pat
                              gallery=False)
     assert second.predicted in ("normal", "abnormal"), second
     assert second.console_errors == [] and second.page_errors == [] and second.external_requests == []
+
+
+def test_shipped_bundles_stay_small():
+    from xcyto.demo.cli import shipped_bundles
+
+    for label, (bundle, _) in shipped_bundles().items():
+        size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
+        assert size <= 25_000_000, f"{label}: {size / 1e6:.2f} MB"
 
 
 def test_the_demo_starts_on_real_herlev_cells(tmp_path):

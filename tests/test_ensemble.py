@@ -93,9 +93,42 @@ def test_explanation_combines_member_maps_and_keeps_them(pair, cells):
     shares = first.heatmap("gradcam").info
     assert sum(shares.values()) == pytest.approx(1.0)
     assert len(first.neighbours) == 3 and "largest weight" in first.settings["neighbours_from"]
-    probabilities = calibrated(ensemble, cells[:1])[0]
+    probabilities = ensemble.predict_batch(ensemble.preprocess(cells[:1])).probabilities[0]
     assert first.probabilities[first.predicted] == pytest.approx(float(probabilities.max()), abs=1e-6)
+    assert (first.settings["tta"] is not None) == ensemble.tta
     assert "members" in first.to_dict()
+
+
+def square(image: np.ndarray) -> np.ndarray:
+    side = min(image.shape[:2])
+    return np.ascontiguousarray(image[:side, :side])
+
+
+def test_test_time_augmentation_is_each_members_own(pair, cells):
+    members = [xcyto.load(path) for path in pair]
+    members[0].config["tta"], members[1].config["tta"] = {"enabled": True}, {"enabled": False}
+    ensemble = make_ensemble(members, weights=[1, 3])
+    assert ensemble.tta  # one member averages the 8 views
+    images = [square(cell) for cell in cells[:3]]
+    expected = (0.25 * members[0].predict_probabilities(members[0].preprocess(images))
+                + 0.75 * members[1].predict_probabilities(members[1].preprocess(images)))
+    predicted = ensemble.predict_batch(ensemble.preprocess(images))
+    torch.testing.assert_close(predicted.probabilities, expected, atol=1e-6, rtol=1e-5)
+    single = ensemble.predict_batch(ensemble.preprocess(images), tta=False)
+    torch.testing.assert_close(single.probabilities, calibrated(ensemble, images), atol=1e-6, rtol=1e-5)
+
+    # with every member averaging the views, a turned or mirrored cell gets the same answer,
+    # although the members see it at different sizes
+    assert members[0].input_size != members[1].input_size
+    everything = ensemble.predict_probabilities(ensemble.preprocess(images), tta=True)
+    for turned in ([np.rot90(image) for image in images], [image[:, ::-1] for image in images]):
+        again = ensemble.predict_probabilities(ensemble.preprocess([np.ascontiguousarray(i) for i in turned]), tta=True)
+        torch.testing.assert_close(again, everything, atol=1e-3, rtol=0)  # resizing a turned cell: ~5e-5
+    assert not torch.allclose(everything, single.probabilities)
+
+    cell_predictions = ensemble.predict_cells([type("Cell", (), {"image": image})() for image in images])
+    np.testing.assert_allclose(cell_predictions.probabilities, expected.numpy(), atol=1e-6)
+    assert cell_predictions.embeddings.shape == (3, ensemble.model.embedding_dim)
 
 
 def test_ensemble_command_fits_weights_evaluates_and_serves_evaluate(pair, tmp_path, capsys):

@@ -18,7 +18,7 @@ __all__ = ["Bundle", "Explanation", "explain", "load", "train", "__version__"]
 
 _LAZY = {
     "Bundle": ("xcyto.bundle", "Bundle"),
-    "load": ("xcyto.bundle", "load"),
+    "load": ("xcyto.loading", "load"),
     "train": ("xcyto.training", "train"),
     "explain": ("xcyto.explain", "explain"),
     "Explanation": ("xcyto.explain", "Explanation"),

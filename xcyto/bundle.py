@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from xcyto import __version__
 from xcyto.atomic import atomic_dir, write_json_atomic
 from xcyto.calibration import Calibration
 from xcyto.errors import BundleError, ModelError
-from xcyto.models import CellClassifier, create, get_spec
+from xcyto.models import CellClassifier, create, evaluating, get_spec
 from xcyto.models.fold import pass_model
 
 FORMAT = "xcyto-bundle"
@@ -55,6 +56,14 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class Predictions(NamedTuple):
+    """What a bundle says about cells, row by row (tensors for a batch, arrays for cells)."""
+
+    logits: torch.Tensor | np.ndarray  # (N, C) raw logits of each cell as given
+    probabilities: torch.Tensor | np.ndarray  # (N, C) calibrated; the mean over the 8 views under TTA
+    embeddings: torch.Tensor | np.ndarray  # (N, D) unit-norm pooled features (the gallery's space)
 
 
 @dataclass
@@ -147,34 +156,56 @@ class Bundle:
         """Whether predictions average the 8 dihedral views (chosen at training, ``bundle.json``)."""
         return bool((self.config.get("tta") or {}).get("enabled", False))
 
+    def uses_tta(self, tta: bool | None = None) -> bool:
+        """``tta`` when given (an override for one call), else the bundle's own choice."""
+        return self.tta if tta is None else bool(tta)
+
     @torch.no_grad()
-    def predict_cells(self, samples, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(logits, probabilities)`` of cells (``CellSample``s or anything with ``.image``):
-        the single view's raw logits, and the calibrated probabilities the bundle predicts
-        with (over the 8 views when it uses test-time augmentation)."""
+    def predict_batch(self, batch: torch.Tensor, tta: bool | None = None,
+                      batch_size: int = 64) -> Predictions:
+        """The one prediction interface: ``(logits, probabilities, embeddings)`` of a
+        preprocessed batch. ``logits``: raw, of the cell as given; ``probabilities``: what
+        the bundle predicts (calibrated; the mean over the 8 dihedral views when it uses
+        test-time augmentation, or as ``tta`` overrides); ``embeddings``: unit-norm pooled
+        features of the cell as given (the gallery's space)."""
+        logits, features = [], []
+        with evaluating(self.model) as model:
+            model = pass_model(model, batch)  # on CPU: the batch-norm-folded copy, a third faster
+            for chunk in batch.split(batch_size):
+                features.append(model.forward_embedding(chunk))
+                logits.append(model.forward_head(features[-1]).float())
+        logits, features = torch.cat(logits), torch.cat(features)
+        probabilities = (self.predict_probabilities(batch, tta=tta, batch_size=batch_size) if self.uses_tta(tta)
+                         else self.probabilities(logits))
+        return Predictions(logits, probabilities, torch.nn.functional.normalize(features.float(), dim=1))
+
+    @torch.no_grad()
+    def predict_cells(self, samples, batch_size: int = 64, progress: bool = False,
+                      tta: bool | None = None) -> Predictions:
+        """:meth:`predict_batch` over cells (``CellSample``s or anything with ``.image``), as
+        NumPy arrays ``(logits, probabilities, embeddings)``."""
         transform = self.transform()
         starts = range(0, len(samples), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="predicting", unit="batch", leave=False)
-        logits, probabilities = [], []
+        parts = []
         for start in starts:
             batch = torch.stack([transform(sample.image) for sample in samples[start:start + batch_size]])
-            batch = batch.to(self.device)
-            logits.append(self.predict_logits(batch, batch_size).float().cpu())
-            probabilities.append((self.predict_probabilities(batch, batch_size=batch_size) if self.tta
-                                  else self.probabilities(logits[-1])).cpu())
-        classes = len(self.classes)
-        return (torch.cat(logits).numpy() if logits else np.zeros((0, classes), np.float32),
-                torch.cat(probabilities).numpy() if probabilities else np.zeros((0, classes), np.float32))
+            parts.append([part.cpu() for part in self.predict_batch(batch.to(self.device), tta, batch_size)])
+        if not parts:
+            classes = len(self.classes)
+            return Predictions(np.zeros((0, classes), np.float32), np.zeros((0, classes), np.float32),
+                               np.zeros((0, self.model.embedding_dim), np.float32))
+        return Predictions(*(torch.cat(column).numpy() for column in zip(*parts)))
 
     @torch.no_grad()
     def predict_probabilities(self, batch: torch.Tensor, tta: bool | None = None, batch_size: int = 64) -> torch.Tensor:
         """Calibrated probabilities ``(B, C)`` of a preprocessed batch: with test-time
         augmentation (``tta``, default the bundle's choice) the mean of the calibrated
         probabilities over the 8 dihedral views of each cell."""
-        views = dihedral_views(batch) if (self.tta if tta is None else tta) else [batch]
+        views = dihedral_views(batch) if self.uses_tta(tta) else [batch]
         return torch.stack([self.probabilities(self.predict_logits(view, batch_size)) for view in views]).mean(0)
 
     def to(self, device) -> "Bundle":
@@ -215,11 +246,9 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
-    """Load and validate a bundle folder; refuse corrupt or inconsistent ones clearly.
-
-    An ensemble folder (``xcyto ensemble``) loads as an :class:`xcyto.ensemble.EnsembleBundle`.
-    """
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Load and validate a plain bundle folder; refuse corrupt or inconsistent ones clearly.
+    (:func:`xcyto.load` also loads ensembles.)"""
     path = Path(path)
     config_path = path / CONFIG_FILE
     weights_path = path / WEIGHTS_FILE
@@ -227,9 +256,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{path}: no such bundle folder")
     config = read_config(path)
     if config.get("format") == ENSEMBLE_FORMAT:
-        from xcyto.ensemble import load_ensemble
-
-        return load_ensemble(path, config, device=device)
+        raise BundleError(f"{path}: is an ensemble; load it with xcyto.load")
     if not weights_path.is_file():
         raise BundleError(f"{path}: not a bundle (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     if config.get("format") != FORMAT:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from xcyto import __version__
 from xcyto.atomic import write_text_atomic
-from xcyto.bundle import Bundle, load
+from xcyto.bundle import Bundle
 from xcyto.errors import BundleError
+from xcyto.loading import load
 
 CARD_FILE = "MODEL_CARD.md"
 #: Per-class numbers from fewer test cells than this are flagged as noisy.

@@ -13,8 +13,10 @@ The ensemble's probability of class ``c`` is ``sum_i w_i * softmax(z_i / T_i)[c]
 member with its own preprocessing, input size and calibration, weights summing to one
 (equal, given, or fitted on validation cells by :func:`fit_weights`).
 ``predict_logits`` returns the log of that mixture and the temperature is 1, so
-``bundle.probabilities(bundle.predict_logits(batch))`` is the mixture itself and every
-caller of a plain bundle (``evaluate``, ``predict``, the audit, the demo) works unchanged.
+``bundle.probabilities(bundle.predict_logits(batch))`` is the mixture itself, and
+:meth:`Bundle.predict_batch`, the one interface that ``evaluate``, ``predict``, the audit,
+the demo and ``explain`` call, works unchanged. Test-time augmentation is each member's
+own (:meth:`EnsembleBundle.predict_probabilities`).
 
 Members may differ in input size: a batch from :meth:`EnsembleBundle.preprocess` stacks
 every member's own view of the cell along the channel axis (``3 x M`` channels), each
@@ -35,7 +37,7 @@ from torch import nn
 
 from xcyto import __version__
 from xcyto.atomic import atomic_dir, write_json_atomic
-from xcyto.bundle import CONFIG_FILE, ENSEMBLE_FORMAT, GALLERY_DIR, SPLIT_FILE, Bundle, load
+from xcyto.bundle import CONFIG_FILE, ENSEMBLE_FORMAT, GALLERY_DIR, SPLIT_FILE, Bundle, load_bundle, read_config
 from xcyto.errors import BundleError, DataError
 
 FORMAT_VERSION = 1
@@ -64,14 +66,18 @@ class EnsembleModule(nn.Module):
         self.register_buffer("biases", torch.tensor(np.stack([bias for _, bias in vectors])))
         self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32))
 
-    def forward_embedding(self, packed: torch.Tensor) -> torch.Tensor:
-        """``(B, sum D_i)``: each member's pooled features of its own view of the cells."""
+    def member_batches(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's own view ``(B, 3, S_i, S_i)`` of a packed batch."""
         if packed.dim() != 4 or packed.shape[1] != 3 * len(self.members):
             raise BundleError(f"an ensemble of {len(self.members)} members takes batches of "
                               f"{3 * len(self.members)} channels (from its preprocess or transform), "
                               f"got shape {tuple(packed.shape)}")
-        return torch.cat([model.forward_embedding(packed[:, 3 * index:3 * index + 3, :size, :size])
-                          for index, (model, size) in enumerate(zip(self.members, self.input_sizes))], dim=1)
+        return [packed[:, 3 * index:3 * index + 3, :size, :size] for index, size in enumerate(self.input_sizes)]
+
+    def forward_embedding(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(B, sum D_i)``: each member's pooled features of its own view of the cells."""
+        return torch.cat([model.forward_embedding(batch)
+                          for model, batch in zip(self.members, self.member_batches(packed))], dim=1)
 
     def member_probabilities(self, embedding: torch.Tensor) -> torch.Tensor:
         """``(M, B, C)``: each member's calibrated probabilities from its part of the embedding."""
@@ -132,6 +138,20 @@ class EnsembleBundle(Bundle):
     @property
     def temperature(self) -> float:
         return 1.0  # the members' calibrations are applied inside the mixture
+
+    @property
+    def tta(self) -> bool:
+        """Whether any member averages the 8 dihedral views (each keeps its own choice)."""
+        return any(member.tta for member in self.members)
+
+    @torch.no_grad()
+    def predict_probabilities(self, batch: torch.Tensor, tta: bool | None = None, batch_size: int = 64) -> torch.Tensor:
+        """The weighted mixture of the members' calibrated probabilities, each member on its
+        own view of the cells and with its own test-time augmentation (or as ``tta`` says
+        for all of them). Each member turns its own view, never the packed batch."""
+        parts = self.model.member_batches(batch)
+        return sum(float(weight) * member.predict_probabilities(part, tta=tta, batch_size=batch_size)
+                   for weight, member, part in zip(self.weights, self.members, parts))
 
     @property
     def member_names(self) -> list[str]:
@@ -202,7 +222,7 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
     The members must share their classes; their input sizes, normalisation and
     architectures may differ. ``weights``: one per member (normalised), default equal.
     """
-    members = [bundle if isinstance(bundle, Bundle) else load(bundle) for bundle in bundles]
+    members = [bundle if isinstance(bundle, Bundle) else _load_member(Path(bundle)) for bundle in bundles]
     if len(members) < 2:
         raise BundleError(f"an ensemble needs at least two bundles, got {len(members)}")
     for member in members:
@@ -237,8 +257,15 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
     return EnsembleBundle(model=module, config=config, members=members, _weights_sha256=config["weights_sha256"])
 
 
+def _load_member(path: Path, device="cpu") -> Bundle:
+    """A plain bundle to be a member; an ensemble folder is refused (no ensembles of ensembles)."""
+    if path.is_dir() and read_config(path).get("format") == ENSEMBLE_FORMAT:
+        raise BundleError(f"{path}: is an ensemble; build one ensemble of the plain bundles instead")
+    return load_bundle(path, device=device)
+
+
 def load_ensemble(path: Path, config: dict, device="cpu") -> EnsembleBundle:
-    """Load an ensemble folder (called by :func:`xcyto.bundle.load` for its format)."""
+    """Load an ensemble folder (:func:`xcyto.load` hands it here for its format)."""
     entries = config.get("members")
     if not isinstance(entries, list) or len(entries) < 2 or not all(isinstance(e, dict) for e in entries):
         raise BundleError(f"{path / CONFIG_FILE}: an ensemble needs a list of at least two members")
@@ -248,9 +275,7 @@ def load_ensemble(path: Path, config: dict, device="cpu") -> EnsembleBundle:
         if not member_path.resolve().is_relative_to(path.resolve()) or not member_path.is_dir():
             raise BundleError(f"{path}: member {entry.get('name')!r} is missing ({member_path}); "
                               f"an ensemble folder must hold its members (rebuild it with 'xcyto ensemble')")
-        member = load(member_path, device=device)
-        if isinstance(member, EnsembleBundle):
-            raise BundleError(f"{member_path}: ensembles of ensembles are not supported")
+        member = _load_member(member_path, device=device)
         if entry.get("weights_sha256") and entry["weights_sha256"] != member.sha256:
             raise BundleError(f"{member_path}: weights differ from those the ensemble was built with")
         members.append(member)
@@ -324,4 +349,4 @@ def fit_weights(member_probabilities: np.ndarray, labels: np.ndarray) -> np.ndar
 
 def member_probabilities_on(ensemble: EnsembleBundle, samples) -> np.ndarray:
     """``(M, N, C)`` calibrated probabilities of each member on cells, each with its own transform."""
-    return np.stack([member.predict_cells(samples)[1] for member in ensemble.members])
+    return np.stack([member.predict_cells(samples).probabilities for member in ensemble.members])

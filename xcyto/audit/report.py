@@ -214,7 +214,9 @@ def reading_checks(result) -> list[str]:
 def _settings_text(settings: dict) -> str:
     keys = ("bundle_name", "bundle_sha256", "architecture", "input_size", "data", "methods", "method_options",
             "confidence", "k", "xcyto_version", "cleanlab_version")
-    return "; ".join(f"{key}={settings.get(key)}" for key in keys)
+    views = ("probabilities: mean over the 8 dihedral views (test-time augmentation)" if settings.get("tta")
+             else "probabilities: one view of each cell")
+    return "; ".join([*(f"{key}={settings.get(key)}" for key in keys), views])
 
 
 def write_audit(result, out, title: str | None = None) -> dict[str, Path]:

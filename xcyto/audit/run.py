@@ -167,20 +167,22 @@ class AuditResult:
 
 def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAULT_CONFIDENCE, k: int = DEFAULT_K,
           max_cases: int | None = None, map_method: str | None = "umap", batch_size: int = 64,
-          progress: bool = False, data_note: str | None = None, seed: int = 0, **method_options) -> AuditResult:
+          progress: bool = False, data_note: str | None = None, seed: int = 0, tta: bool | None = None,
+          **method_options) -> AuditResult:
     """Audit ``bundle`` (a Bundle or folder) on ``dataset`` (a CellDataset with the bundle's classes).
 
     ``confidence``: correct calls below this calibrated probability are cases too.
     ``k``: neighbours voting in ``neighbour_disagreement``. ``max_cases``: explain only the
     top cases by the other signals (default: all). ``map_method``: ``"umap"``, ``"pca"`` or
     ``None`` for the map of the summary. ``seed``: of the planted label flips that measure how
-    often "likely label error" is right here (``result.readings``). ``method_options``: e.g.
+    often "likely label error" is right here (``result.readings``). ``tta``: average the
+    probabilities over the 8 dihedral views (default: the bundle's choice). ``method_options``: e.g.
     ``steps=16`` for IG; integrated gradients stop at ``max_steps=AUDIT_MAX_STEPS`` unless told
     otherwise. The predicted class gets every method; the other class (given label or
     runner-up) the CAM methods only (``OTHER_CLASS_FAMILIES``).
     """
-    from xcyto.embedding import embed_cells
-    from xcyto.explain.api import gallery_for, resolve_bundle
+    from xcyto.explain.api import resolve_bundle
+    from xcyto.explain.plain import gallery_for
     from xcyto.explain.registry import resolve_methods
     from xcyto.training.metrics import classification_metrics
 
@@ -199,11 +201,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     if k < 1:
         raise ExplainError(f"k must be >= 1, got {k}")
 
-    embeddings, logits = embed_cells(bundle, dataset.samples, batch_size=batch_size, with_logits=True,
-                                     progress=progress)
-    probabilities = bundle.probabilities(torch.from_numpy(logits)).numpy()
-    if bundle.tta:  # the bundle predicts with the mean over the 8 dihedral views
-        probabilities = bundle.predict_cells(dataset.samples, batch_size=batch_size)[1]
+    logits, probabilities, embeddings = bundle.predict_cells(dataset.samples, batch_size=batch_size,
+                                                             progress=progress, tta=tta)
     labels = np.asarray(dataset.labels)
     predictions = probabilities.argmax(axis=1)
     label_issue, label_flags, thresholds = S.label_issue_scores(labels, probabilities)
@@ -283,7 +282,8 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     settings = {
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
-        "input_size": bundle.input_size, "calibration": bundle.calibration.method, "temperature": bundle.temperature, "data": data_note or dataset.name,
+        "input_size": bundle.input_size, "calibration": bundle.calibration.method, "temperature": bundle.temperature,
+        "tta": bundle.uses_tta(tta), "data": data_note or dataset.name,
         "cells": n, "methods": methods, "method_options": dict(method_options), "confidence": confidence,
         "k": k, "max_cases": max_cases, "seed": seed,
         "explanation_checks": (bundle.config.get("explanation_checks") or {}).get("randomisation", {}), "map": None if map_coords is None else map_method,
@@ -317,12 +317,13 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
     for start in starts:
         rows = chosen[start:start + CHUNK]
         images = [dataset.samples[i].image for i in rows]
+        # the audit has its probabilities already: the maps need no test-time augmentation
         for_predicted = explain(images, bundle, methods, target=predictions[rows].tolist(), neighbours=0,
-                                **method_options)
+                                tta=False, **method_options)
         for_other = [None] * len(rows)
         if other_methods:
             for_other = explain(images, bundle, other_methods, target=others[rows].tolist(), neighbours=0,
-                                morphology=False, **options_for(other_methods, method_options))
+                                morphology=False, tta=False, **options_for(other_methods, method_options))
         for row, mine, theirs in zip(rows, for_predicted, for_other):
             overlays, checks = {}, {}
             for explanation, class_index in ((mine, predictions[row]), (theirs, others[row])):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from xcyto.cli.embedding import _add_data_arguments, load_cells
+from xcyto.cli.train import add_tta_override, tta_override
 
 EPILOG = """examples:
   # the test cells of the bundle's own split; open audit-herlev/report.html in a browser
@@ -12,6 +13,10 @@ EPILOG = """examples:
   # quicker: Grad-CAM only, the 50 most suspicious cases, correct calls below 80% count too
   xcyto audit --bundle runs/herlev/bundle --data ../shared/data/herlev --methods gradcam \\
       --max-cases 50 --confidence 0.8 --out audit-quick
+
+  # a folder of cells the bundle never saw (class sub-folders named like the bundle's classes):
+  # none of them is in its split.csv, so every cell is audited, and the report says so
+  xcyto audit --bundle artifacts/herlev-bundle --data new-cells/ --out audit-new
 
   # the shipped demo bundle on new synthetic cells
   xcyto audit --bundle artifacts/demo-bundle --data synthetic --synthetic-seed 7 --synthetic-n 200 --out audit-demo
@@ -42,12 +47,13 @@ def register(subparsers) -> None:
     parser.add_argument("--map", default="umap", choices=("umap", "pca", "none"),
                         help="map of the summary (default %(default)s)")
     parser.add_argument("--title", default=None, help="title of the report")
+    add_tta_override(parser)
     parser.set_defaults(func=run_audit)
 
 
 def run_audit(args) -> int:
     from xcyto.audit import audit
-    from xcyto.bundle import load
+    from xcyto.loading import load
 
     bundle = load(args.bundle)
     dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)
@@ -55,7 +61,7 @@ def run_audit(args) -> int:
     options = {} if args.steps is None else {"steps": args.steps}
     result = audit(bundle, dataset, methods=args.methods, confidence=args.confidence, k=args.k,
                    max_cases=args.max_cases, map_method=None if args.map == "none" else args.map,
-                   batch_size=args.batch_size, progress=True, data_note=note, **options)
+                   batch_size=args.batch_size, progress=True, data_note=note, tta=tta_override(args), **options)
     written = result.save(args.out, title=args.title)
     kinds = {kind: count for kind, count in result.kind_counts().items() if count}
     metrics = result.metrics

@@ -68,8 +68,8 @@ def _add_data_arguments(parser, default_split: str, allow_none: bool = False) ->
                         help="dataset folder, CSV manifest or 'synthetic' (the bundle's own synthetic cells)")
     choices = ("all", "train", "val", "test") + (("none",) if allow_none else ())
     parser.add_argument("--split", default=default_split, choices=choices,
-                        help="cells of this split of the bundle's split.csv (default %(default)s; "
-                        "'all' when the bundle has no split.csv)")
+                        help="cells of this split of the bundle's split.csv (default %(default)s); every cell "
+                        "when the bundle has no split.csv or none of the data's cells is in it (new data)")
     parser.add_argument("--scheme", default=None, help="label scheme (default: the bundle's)")
     parser.add_argument("--synthetic-seed", type=int, default=None,
                         help="with --data synthetic: new cells from this seed instead of the bundle's own")
@@ -108,7 +108,7 @@ def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthet
 
 
 def run_gallery_build(args) -> int:
-    from xcyto.bundle import load
+    from xcyto.loading import load
     from xcyto.embedding import build_gallery
     from xcyto.embedding.projection import check_method
 
@@ -132,7 +132,8 @@ def run_gallery_build(args) -> int:
 
 
 def run_flag_rate(args) -> int:
-    from xcyto.bundle import load, write_json_atomic
+    from xcyto.atomic import write_json_atomic
+    from xcyto.loading import load
     from xcyto.embedding import false_flag_rate
 
     bundle = load(args.bundle)
@@ -150,7 +151,7 @@ def run_flag_rate(args) -> int:
 
 
 def run_project(args) -> int:
-    from xcyto.bundle import load
+    from xcyto.loading import load
     from xcyto.embedding import place_cells, plot_embedding_map, require_gallery
     from xcyto.plotting import save_figure
 

@@ -49,7 +49,7 @@ def run_concepts(args) -> int:
     import numpy as np
 
     from xcyto.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-    from xcyto.bundle import load
+    from xcyto.loading import load
     from xcyto.morphology.baseline import feature_table
     from xcyto.morphology.concepts import concept_scores, plot_concepts
     from xcyto.morphology.features import list_features

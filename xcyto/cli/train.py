@@ -1,4 +1,4 @@
-"""``xcyto train``, ``xcyto evaluate`` and ``xcyto predict``."""
+"""``xcyto train``, ``xcyto evaluate``, ``xcyto predict`` and ``xcyto models``."""
 from __future__ import annotations
 
 import argparse
@@ -43,12 +43,17 @@ def register(subparsers) -> None:
     defaults = TrainConfig()
     add_data_options(train)
     train.add_argument("--out", default=defaults.out, help="run folder (default %(default)s)")
-    train.add_argument("--model", default=defaults.model, help="architecture (default %(default)s); see 'xcyto models'")
+    train.add_argument("--model", default=defaults.model,
+                       help="architecture (default %(default)s); 'xcyto models' lists them all")
     train.add_argument("--weights", default=defaults.weights,
-                       help="'default' (ImageNet for efficientnet_lite0, offline), 'imagenet' or 'none'")
-    train.add_argument("--head", default=defaults.head, choices=("linear", "concat_pool"))
+                       help="'default' (the architecture's own: offline ImageNet weights for the EfficientNet-Lite "
+                       "models, none for the others), 'imagenet' (torchvision downloads them once) or 'none'")
+    train.add_argument("--head", default=defaults.head, choices=("linear", "concat_pool"),
+                       help="classifier head: linear on average pooling, or on average and max pooling "
+                       "(default %(default)s)")
     add_fit_options(train)
-    train.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
+    train.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
+                       help="share of the source images (groups) held out for testing (default %(default)s)")
     train.add_argument("--split-manifest", default=None, help="reuse the split in this manifest CSV")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(func=run_train)
@@ -56,31 +61,53 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser("evaluate", help="metrics of a bundle on a dataset",
                                      description="Evaluate a bundle on a dataset or one split of it.",
                                      epilog=EVALUATE_EPILOG, formatter_class=formatter)
-    evaluate.add_argument("--bundle", required=True)
+    evaluate.add_argument("--bundle", required=True, help="bundle or ensemble folder")
     evaluate.add_argument("--data", default=None,
                           help="dataset folder, CSV manifest or 'synthetic' (default: the data the bundle was trained on)")
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
-                          help="use the bundle's own split manifest to pick cells (default: all)")
-    evaluate.add_argument("--scheme", default=None)
+                          help="cells of this split of the bundle's split.csv (default: all); data the bundle "
+                          "never saw (none of its cells in split.csv) is evaluated whole")
+    evaluate.add_argument("--scheme", default=None, help="label scheme (default: the bundle's)")
     evaluate.add_argument("--out", default=None, help="folder for metrics.json and confusion_matrix.png")
+    add_tta_override(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
     predict = subparsers.add_parser("predict", help="classify images, write a CSV",
                                     description="Classify cell images with a bundle.",
                                     epilog=PREDICT_EPILOG, formatter_class=formatter)
-    predict.add_argument("--bundle", required=True)
+    predict.add_argument("--bundle", required=True, help="bundle or ensemble folder")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", default=None, help="CSV path (default: print to the terminal)")
+    add_tta_override(predict)
     predict.set_defaults(func=run_predict)
 
+    models = subparsers.add_parser("models", help="the architectures 'xcyto train --model' accepts",
+                                   description="List the registered architectures with their native input size "
+                                   "and weights.")
+    models.set_defaults(func=run_models)
+
+
+def add_tta_override(parser) -> None:
+    """``--tta`` for commands that use a bundle (evaluate, predict, audit)."""
+    parser.add_argument("--tta", choices=("bundle", "on", "off"), default="bundle",
+                        help="average the calibrated probabilities over the 8 dihedral views: as the bundle "
+                        "chose at training (default), or on / off for this run")
+
+
+def tta_override(args) -> bool | None:
+    """``None`` (the bundle's choice), ``True`` or ``False`` from ``--tta``."""
+    return {"bundle": None, "on": True, "off": False}[args.tta]
 
 def add_data_options(parser) -> None:
     """Where the cells come from and how they are split (train and compare)."""
     defaults = TrainConfig()
     parser.add_argument("--data", default=defaults.data, help="dataset folder, CSV manifest, or 'synthetic' (default)")
     parser.add_argument("--scheme", default=None, help="label scheme, e.g. 'binary' (Herlev normal/abnormal)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the split, the initial head and the augmentations (default %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                        help="share of the source images (groups) used for validation: early stopping, "
+                        "calibration and the TTA choice (default %(default)s)")
     parser.add_argument("--synthetic-n", type=int, default=defaults.synthetic_n, help="cells when --data synthetic")
     parser.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size)
 
@@ -88,21 +115,26 @@ def add_data_options(parser) -> None:
 def add_fit_options(parser) -> None:
     """How a model is trained (train and compare)."""
     defaults = TrainConfig()
-    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the training cells' median longer side, rounded to 32, at least 128)")
+    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the training cells' median longer side, rounded to 32, "
+                        "at least 128 and at most the architecture's native size)")
     parser.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
     parser.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="head learning rate (default %(default)s)")
     parser.add_argument("--backbone-lr-mult", type=float, default=defaults.backbone_lr_mult,
                         help="backbone learning rate = lr x this (default %(default)s)")
     parser.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
                         help="train only the head for this many epochs first")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW (default %(default)s)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="learning-rate schedule (default %(default)s)")
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                        help="(default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
-                        help="class balancing: none, a weighted loss, or a weighted sampler")
+                        help="class balancing: auto (a weighted loss when the largest class has 3 times the "
+                        "training cells of the smallest, else none), none, a weighted loss, or a weighted "
+                        "sampler (default %(default)s)")
     parser.add_argument("--rotation", choices=ROTATIONS, default=defaults.rotation,
                         help="training rotations: any angle, the 8 dihedral views (exact), or none")
     parser.add_argument("--stain-jitter", type=float, default=defaults.stain_jitter,
@@ -117,8 +149,9 @@ def add_fit_options(parser) -> None:
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="stop after this many epochs without a better validation macro-F1 (0: never)")
     parser.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"))
-    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"),
+                        help="mixed precision on a GPU (auto: bf16 where supported, else fp16); CPU runs in float32")
+    parser.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: from the CPUs)")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
     parser.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not store training embeddings")
 
@@ -142,12 +175,24 @@ def run_train(args) -> int:
 def run_evaluate(args) -> int:
     from xcyto.training.evaluate import evaluate_command
 
-    evaluate_command(args.bundle, args.data, split=args.split, scheme=args.scheme, out=args.out)
+    evaluate_command(args.bundle, args.data, split=args.split, scheme=args.scheme, out=args.out,
+                     tta=tta_override(args))
     return 0
 
 
 def run_predict(args) -> int:
     from xcyto.training.evaluate import predict_command
 
-    predict_command(args.bundle, args.images, out=args.out)
+    predict_command(args.bundle, args.images, out=args.out, tta=tta_override(args))
+    return 0
+
+
+def run_models(args) -> int:
+    from xcyto.models import get_spec, list_models
+
+    print(f"{'architecture':<20} {'input':>5}  {'weights (default first)':<28} description")
+    for name in list_models():
+        spec = get_spec(name)
+        weights = [spec.default_weights or "none"] + [w for w in spec.weights if w != spec.default_weights]
+        print(f"{name:<20} {spec.input_size:>5}  {', '.join(dict.fromkeys(weights)):<28} {spec.description}")
     return 0

@@ -1,6 +1,6 @@
 """The Gradio demo: one cell in; its prediction beside heatmaps, nearest training cells and the map.
 
-    python demo/app.py                      # the shipped demo bundle, http://127.0.0.1:7860
+    python demo/app.py                      # the shipped bundles (Herlev first), http://127.0.0.1:7860
     python demo/app.py --bundle runs/herlev/bundle --port 8000
 
 Every answer goes through :func:`xcyto.explain` (one cell, or the batch tab's list): the
@@ -33,12 +33,12 @@ import gradio as gr  # noqa: E402
 from xcyto.data.io import check_cell_size, read_image  # noqa: E402
 from xcyto.demo import views  # noqa: E402
 from xcyto.demo.cell_info import DISCLAIMER  # noqa: E402
-from xcyto.demo.cli import DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_SIZE, NEIGHBOURS, example_files  # noqa: E402,F401
+from xcyto.demo.shipped import DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_SIZE, NEIGHBOURS, example_files  # noqa: E402,F401
 from xcyto.demo.embedding_map import JPEG_QUALITY, MapViews  # noqa: E402
 from xcyto.embedding.projection import check_method  # noqa: E402
 from xcyto.errors import ImageError, XcytoError  # noqa: E402
 from xcyto.explain import DEFAULT_METHODS, explain, get_method, list_methods, resolve_bundle  # noqa: E402
-from xcyto.explain.api import gallery_for  # noqa: E402
+from xcyto.explain.plain import gallery_for  # noqa: E402
 from xcyto.explain.render import OVERLAY_OPACITY, figure_png  # noqa: E402
 from xcyto.plotting import class_colors  # noqa: E402
 

@@ -3,12 +3,15 @@
 Each class has what the cell is, what finding it corresponds to (with the Bethesda
 System category where one applies) and a coarse risk level. The texts follow the
 dataset papers (SIPaKMeD: Plissiti et al., ICIP 2018; Herlev: Jantzen et al., 2005)
-and the 2014 Bethesda System for reporting cervical cytology. They describe a class,
+and, for collections labelled in Bethesda categories (NILM, ASC-US, LSIL, ASC-H, HSIL, SCC),
+the 2014 Bethesda System for reporting cervical cytology. They describe a class,
 not a patient: one cell never makes a diagnosis.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from xcyto.data.schemes import class_key
 
 DISCLAIMER = (
     "Research use only. xcyto is not a medical device and this demo does not give a diagnosis: "
@@ -132,20 +135,55 @@ _BINARY = {
         "high-grade", "Abnormal (grade not resolved by a two-class model)."),
 }
 
-CELL_INFO: dict[str, CellInfo] = {**_SIPAKMED, **_HERLEV, **_BINARY}
+_BETHESDA = {
+    "NILM": CellInfo(
+        "Negative for intraepithelial lesion or malignancy (NILM)",
+        "A squamous cell without the nuclear changes of a lesion: the usual cells of a normal Pap smear "
+        "(superficial, intermediate, parabasal, metaplastic).",
+        "No sign of a squamous intraepithelial lesion in this cell.",
+        "normal", "Normal (NILM)."),
+    "ASC-US": CellInfo(
+        "Atypical squamous cells of undetermined significance (ASC-US)",
+        "A mature squamous cell whose nucleus is somewhat enlarged (about 2.5 to 3 times a normal intermediate "
+        "nucleus) or a little dark, with changes that suggest LSIL but fall short of it.",
+        "Equivocal: usually followed by HPV testing or repeat cytology.",
+        "low-grade", "Atypical, undetermined (ASC-US)."),
+    "LSIL": CellInfo(
+        "Low-grade squamous intraepithelial lesion (LSIL)",
+        "A mature (superficial or intermediate) squamous cell with an enlarged, dark nucleus with an irregular "
+        "outline, often with a perinuclear halo (koilocyte): the cell effect of HPV infection, CIN 1.",
+        "Low-grade lesion; most regress on their own. Managed by follow-up or colposcopy.",
+        "low-grade", "Abnormal, low grade (LSIL / CIN 1)."),
+    "ASC-H": CellInfo(
+        "Atypical squamous cells, cannot exclude HSIL (ASC-H)",
+        "A small immature (metaplastic-sized) squamous cell with a high nuclear-to-cytoplasmic ratio, suggesting "
+        "but not proving a high-grade lesion.",
+        "Equivocal with a higher risk: referred for colposcopy.",
+        "high-grade", "Atypical, high grade not excluded (ASC-H)."),
+    "HSIL": CellInfo(
+        "High-grade squamous intraepithelial lesion (HSIL)",
+        "An immature squamous cell with little cytoplasm and a large, dark nucleus with coarse chromatin and an "
+        "irregular outline: a high nuclear-to-cytoplasmic ratio, CIN 2 or 3.",
+        "High-grade lesion: colposcopy and usually treatment.",
+        "high-grade", "Abnormal, high grade (HSIL / CIN 2-3)."),
+    "SCC": CellInfo(
+        "Squamous cell carcinoma (SCC)",
+        "Malignant squamous cells: marked variation in size and shape, bizarre (e.g. tadpole or fibre) cells, "
+        "dense orange cytoplasm, dark irregular nuclei, prominent nucleoli, often a background of debris.",
+        "Suggests invasive cancer: urgent referral.",
+        "high-grade", "Malignant (squamous cell carcinoma)."),
+}
+
+CELL_INFO: dict[str, CellInfo] = {**_SIPAKMED, **_HERLEV, **_BINARY, **_BETHESDA}
 
 
 def cell_info(class_name: str) -> CellInfo | None:
     """The description of ``class_name`` (case-insensitive; ``-``, ``_`` and spaces alike), or ``None``."""
-    wanted = _key(class_name)
+    wanted = class_key(class_name)
     for name, info in CELL_INFO.items():
-        if _key(name) == wanted:
+        if class_key(name) == wanted:
             return info
     return None
-
-
-def _key(name: str) -> str:
-    return str(name).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
 __all__ = ["CELL_INFO", "CellInfo", "DISCLAIMER", "RISK_LEVELS", "cell_info"]

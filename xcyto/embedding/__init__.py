@@ -10,9 +10,10 @@ and a flag for cells unlike any seen in training.
 
 Figures (``plot_embedding_map``, ``plot_gallery_map``) import matplotlib on first use.
 """
-from xcyto.embedding.atypicality import Calibration, false_flag_rate
+from xcyto.embedding.atypicality import Calibration
 from xcyto.embedding.embed import embed, embed_cells, thumbnail
-from xcyto.embedding.gallery import Gallery, Lookup, Neighbour, build_gallery, load_gallery, require_gallery
+from xcyto.embedding.gallery import (Gallery, Lookup, Neighbour, build_gallery, false_flag_rate, load_gallery,
+                                     require_gallery)
 from xcyto.embedding.place import Placement, place_cells
 from xcyto.embedding.projection import METHODS, EmbeddingMap
 from xcyto.embedding.search import NeighbourIndex

@@ -29,7 +29,7 @@ so both read "1 = as far out as the 1% most unusual training cells"; the larger 
 two is the combined value. A cell's **score** is the percentile (0-100) of its combined
 value among the training cells'; it is flagged "unlike the training cells" when the
 combined value exceeds the ``percentile`` of the training cells' combined values. About 1% of cells like the training cells are
-flagged by construction: measure the rate on held-out cells with :func:`false_flag_rate`.
+flagged by construction: measure the rate on held-out cells with :func:`xcyto.embedding.gallery.false_flag_rate`.
 """
 from __future__ import annotations
 
@@ -182,30 +182,3 @@ def calibrate_held_out(calibration: Calibration, index: NeighbourIndex, held_out
     return Calibration(k=calibration.k, percentile=calibration.percentile, knn_reference=knn_reference,
                        spread_reference=spread_reference, combined_reference=np.sort(combined),
                        mean=calibration.mean, whitening=calibration.whitening)
-
-
-def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:
-    """Share of ``dataset``'s cells flagged as unlike the training cells by ``bundle``'s gallery.
-
-    Run it on held-out cells of the training distribution (e.g. the test split): the
-    rate should be near ``100 - percentile`` percent (1%). Returns ``n``, ``flagged``,
-    ``rate``, ``per_class`` rates, ``k``, ``percentile`` and ``flagged_cell_ids``.
-    """
-    from xcyto.embedding.embed import embed_cells
-    from xcyto.embedding.gallery import require_gallery
-
-    gallery = require_gallery(bundle)
-    embeddings = embed_cells(bundle, dataset.samples, batch_size=batch_size)
-    _, flags = gallery.atypicality(torch.from_numpy(embeddings))
-    labels = np.asarray(dataset.labels)
-    per_class = {name: float(flags[labels == label].mean())
-                 for label, name in enumerate(dataset.classes) if (labels == label).any()}
-    return {
-        "n": int(len(flags)),
-        "flagged": int(flags.sum()),
-        "rate": float(flags.mean()) if len(flags) else float("nan"),
-        "per_class": per_class,
-        "k": gallery.calibration.k,
-        "percentile": gallery.calibration.percentile,
-        "flagged_cell_ids": [sample.cell_id for sample, flag in zip(dataset.samples, flags) if flag],
-    }

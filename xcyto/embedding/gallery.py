@@ -373,3 +373,27 @@ def _open(folder: Path, meta: dict | None = None) -> Gallery:
                                                          settings.get("whitening_scale", 1.0)))
     return Gallery(path=folder, meta=meta, embeddings=arrays["embeddings"], labels=arrays["labels"],
                    thumbnails=arrays["thumbnails"], calibration=calibration)
+
+
+def false_flag_rate(bundle, dataset, batch_size: int = 64) -> dict:
+    """Share of ``dataset``'s cells flagged as unlike the training cells by ``bundle``'s gallery.
+
+    Run it on held-out cells of the training distribution (e.g. the test split): the
+    rate should be near ``100 - percentile`` percent (1%). Returns ``n``, ``flagged``,
+    ``rate``, ``per_class`` rates, ``k``, ``percentile`` and ``flagged_cell_ids``.
+    """
+    gallery = require_gallery(bundle)
+    embeddings = embed_cells(bundle, dataset.samples, batch_size=batch_size)
+    _, flags = gallery.atypicality(torch.from_numpy(embeddings))
+    labels = np.asarray(dataset.labels)
+    per_class = {name: float(flags[labels == label].mean())
+                 for label, name in enumerate(dataset.classes) if (labels == label).any()}
+    return {
+        "n": int(len(flags)),
+        "flagged": int(flags.sum()),
+        "rate": float(flags.mean()) if len(flags) else float("nan"),
+        "per_class": per_class,
+        "k": gallery.calibration.k,
+        "percentile": gallery.calibration.percentile,
+        "flagged_cell_ids": [sample.cell_id for sample, flag in zip(dataset.samples, flags) if flag],
+    }

@@ -13,7 +13,12 @@ import torch
 
 from xcyto import __version__
 from xcyto.ensemble import COMBINATION, EnsembleBundle
-from xcyto.explain.result import Explanation
+from xcyto.errors import XcytoError
+from xcyto.explain.batched import display_maps, upsample
+from xcyto.explain.inputs import load_images, resolve_target
+from xcyto.explain.plain import explain_bundle, gallery_for, neighbours_of
+from xcyto.explain.render import overlay_batch
+from xcyto.explain.result import Explanation, Heatmap
 
 @dataclass(repr=False)  # keep Explanation's short repr
 class EnsembleExplanation(Explanation):
@@ -29,33 +34,30 @@ class EnsembleExplanation(Explanation):
 
 
 def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighbours: int = 8, *,
-                     normalise: str = "individual", batch_size: int = 32, device=None, morphology: bool = True,
-                     **method_options):
+                     normalise: str = "individual", batch_size: int = 32, morphology: bool = True,
+                     tta: bool | None = None, **method_options):
     """:func:`xcyto.explain` for an ensemble: each member explains the ensemble's target class,
     and the maps are combined weighted by ``w_i * p_i(target)`` (see :func:`combine_maps`).
 
     Neighbours and atypicality come from the ensemble's own gallery when it has one, else
     from the member with the largest weight (``settings["neighbours_from"]`` says which).
-    Each member's own explanation stays in ``explanation.members``.
+    Each member's own explanation stays in ``explanation.members``; ``tta`` applies to the
+    ensemble's probabilities and the members' (default: each member's own choice).
     """
-    from xcyto.explain.api import _neighbours, explain, load_images, resolve_target  # the same layer
-
-    if device is not None:
-        bundle.to(device)
     arrays, names, single = load_images(image)
-    probabilities, embeddings = _forward(bundle, arrays, batch_size)
+    probabilities, embeddings = _forward(bundle, arrays, batch_size, tta)
     targets = resolve_target(target, bundle.classes, len(arrays))
     targets = probabilities.argmax(axis=1).tolist() if targets is None else targets
     lead = bundle.lead
     own_gallery = _own_gallery(bundle) if neighbours else None
-    member_results = [explain(arrays, bundle=member, methods=methods, target=targets,
-                              neighbours=neighbours if index == lead and own_gallery is None else 0,
-                              normalise=normalise, batch_size=batch_size, morphology=morphology and index == lead,
-                              **method_options)
+    member_results = [explain_bundle(arrays, member, methods, target=targets,
+                                     neighbours=neighbours if index == lead and own_gallery is None else 0,
+                                     normalise=normalise, batch_size=batch_size,
+                                     morphology=morphology and index == lead, tta=tta, **method_options)
                       for index, member in enumerate(bundle.members)]
     views, heatmaps = combine_maps(bundle, member_results, targets, normalise)
     if own_gallery is not None:
-        found, nearest, scores, flags = _neighbours(bundle, embeddings, int(neighbours), len(arrays))
+        found, nearest, scores, flags = neighbours_of(bundle, embeddings, int(neighbours), len(arrays))
         source = "the ensemble's own gallery"
     else:
         leads = member_results[lead]
@@ -74,6 +76,9 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
                      "sha256": member.sha256}
                     for name, member, weight in zip(bundle.member_names, bundle.members, bundle.weights)],
         "neighbours_from": source, "target_requested": target is not None,
+        "tta": (f"each member's calibrated probabilities averaged over the 8 dihedral views "
+                f"({', '.join(n for n, m in zip(bundle.member_names, bundle.members) if m.uses_tta(tta))}); "
+                "the maps explain the view as given") if bundle.uses_tta(tta) else None,
     }
     explanations = []
     for index in range(len(arrays)):
@@ -95,15 +100,13 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
     return explanations[0] if single else explanations
 
 
-@torch.no_grad()
-def _forward(bundle: EnsembleBundle, arrays, batch_size: int) -> tuple[np.ndarray, torch.Tensor]:
-    """One pass: the ensemble's probabilities ``(N, C)`` and unit-norm embeddings ``(N, D)``."""
-    bundle.model.eval()
+def _forward(bundle: EnsembleBundle, arrays, batch_size: int, tta) -> tuple[np.ndarray, torch.Tensor]:
+    """The ensemble's probabilities ``(N, C)`` and unit-norm embeddings ``(N, D)``."""
     probabilities, embeddings = [], []
     for start in range(0, len(arrays), batch_size):
-        features = bundle.model.forward_embedding(bundle.preprocess(arrays[start:start + batch_size]))
-        probabilities.append(bundle.probabilities(bundle.model.forward_head(features)).cpu())
-        embeddings.append(torch.nn.functional.normalize(features.float(), dim=1).cpu())
+        predicted = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]), tta)
+        probabilities.append(predicted.probabilities.cpu())
+        embeddings.append(predicted.embeddings.cpu())
     return torch.cat(probabilities).numpy(), torch.cat(embeddings)
 
 
@@ -117,10 +120,6 @@ def combine_maps(bundle: EnsembleBundle, member_results: list[list[Explanation]]
     gradients, resized to the largest input size, and weighted by ``w_i * p_i(target)``
     normalised over the members (``heatmap.info["share_<member>"]``).
     """
-    from xcyto.explain.batched import display_maps, upsample
-    from xcyto.explain.render import overlay_batch
-    from xcyto.explain.result import Heatmap
-
     size = bundle.input_size
     widest = [member.input_size for member in bundle.members].index(size)
     views = torch.from_numpy(np.stack([e.image for e in member_results[widest]]))
@@ -148,9 +147,6 @@ def combine_maps(bundle: EnsembleBundle, member_results: list[list[Explanation]]
 def _own_gallery(bundle: EnsembleBundle):
     """The ensemble's own gallery, or ``None`` (none built, or unusable: then warned)."""
     import warnings
-
-    from xcyto.errors import XcytoError
-    from xcyto.explain.api import gallery_for
 
     try:
         return gallery_for(bundle)

@@ -248,20 +248,23 @@ def _run(config: TrainConfig, what: str) -> None:
 
 def _ensemble_fold(out: Path, entries: list[ModelEntry], k: int, dataset) -> None:
     """Test the fold's ensemble (equal and fitted weights) on the held-out fold; keep the metrics."""
-    from xcyto.bundle import load
+    from xcyto.loading import load
     from xcyto.ensemble import fit_weights, make_ensemble, member_probabilities_on
     from xcyto.training.evaluate import evaluate_bundle, select_split
     from xcyto.training.metrics import headline_metrics
 
     members = [load(out / entry.label / f"fold-{k}" / "bundle") for entry in entries]
     path = out / "ensemble" / f"fold-{k}.json"
-    shas = [member.sha256 for member in members]
-    if path.is_file() and json.loads(path.read_text()).get("members_sha256") == shas:
-        return
+    shas, tta = [member.sha256 for member in members], [member.tta for member in members]
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("members_sha256") == shas and kept.get("members_tta") == tta:  # else made by other code
+            return
     ensemble = make_ensemble(members)
     test = select_split(members[0], dataset, "test")
     val = select_split(members[0], dataset, "val")
-    record = {"members": [entry.label for entry in entries], "members_sha256": shas, "runs": {}}
+    record = {"members": [entry.label for entry in entries], "members_sha256": shas,
+              "members_tta": tta, "runs": {}}  # each member with its own test-time augmentation
     for label in ENSEMBLES:
         if label == "ensemble (fitted)":
             ensemble.set_weights(fit_weights(member_probabilities_on(ensemble, val.samples), val.labels))
@@ -357,7 +360,7 @@ def _row(model: str, fold: int, test: dict, seconds, parameters: int, ece_key: s
 
 
 def _parameter_count(bundle_path: Path) -> int:
-    from xcyto.bundle import load
+    from xcyto.loading import load
 
     return int(sum(p.numel() for p in load(bundle_path).model.parameters()))
 

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from xcyto.atomic import write_json_atomic, write_text_atomic
-from xcyto.bundle import SPLIT_FILE, Bundle, load
+from xcyto.bundle import SPLIT_FILE, Bundle
 from xcyto.errors import DataError
+from xcyto.loading import load
 from xcyto.plotting import plot_confusion_matrix, save_figure
 from xcyto.training.metrics import classification_metrics
 
+#: Environment variable: the folder holding the datasets (``$XCYTO_DATA/herlev``, ...).
+DATA_ENV = "XCYTO_DATA"
+
 def bundle_logits(bundle: Bundle, samples, batch_size: int = 64) -> np.ndarray:
     """Raw logits of ``bundle`` for cells (CellSamples), batched, with a progress bar."""
-    return bundle.predict_cells(samples, batch_size=batch_size, progress=True)[0]
+    return bundle.predict_cells(samples, batch_size=batch_size, progress=True).logits
+
+def training_data(bundle: Bundle) -> str | None:
+    """Where the cells ``bundle`` was trained on are: its recorded source or, when that folder
+    is not on this machine (a bundle made elsewhere), the folder of the same name under
+    ``$XCYTO_DATA``."""
+    source = (bundle.config.get("data") or {}).get("source")
+    if not source or os.sep not in str(source) or Path(source).exists():
+        return source
+    moved = Path(os.environ[DATA_ENV]) / Path(source).name if os.environ.get(DATA_ENV) else None
+    if moved is not None and moved.exists():
+        return str(moved)
+    raise DataError(f"{bundle.name} was trained on {source}, which is not on this machine; pass --data, or set "
+                    f"{DATA_ENV} to the folder that holds {Path(source).name}")
 
 def find_manifest(bundle) -> Path | None:
     """The bundle's split manifest: ``split.csv`` in the bundle, else in the run folder holding it."""
@@ -52,39 +69,44 @@ def select_split(bundle: Bundle, dataset, split: str):
     """The cells of ``dataset`` in ``split`` (see :func:`cells_in_split`)."""
     return cells_in_split(bundle, dataset, split)[0]
 
-def evaluate_bundle(bundle: Bundle, dataset) -> dict:
-    """Metrics of ``bundle`` on every cell of ``dataset`` (its classes must match)."""
+def evaluate_bundle(bundle: Bundle, dataset, tta: bool | None = None) -> dict:
+    """Metrics of ``bundle`` on every cell of ``dataset`` (its classes must match);
+    ``tta`` overrides the bundle's test-time augmentation for this evaluation."""
     if list(dataset.classes) != bundle.classes:
         raise DataError(f"the data's classes {dataset.classes} differ from the bundle's {bundle.classes}; "
                         f"check --scheme")
-    logits, probabilities = bundle.predict_cells(dataset.samples, progress=True)
-    metrics = classification_metrics(logits, dataset.labels, bundle.classes, bundle.calibration, probabilities)
-    metrics["tta"] = bundle.tta
+    predictions = bundle.predict_cells(dataset.samples, progress=True, tta=tta)
+    metrics = classification_metrics(predictions.logits, dataset.labels, bundle.classes, bundle.calibration,
+                                     predictions.probabilities)
+    metrics["tta"] = bundle.uses_tta(tta)
     return metrics
 
-def evaluate_command(bundle_path, data, split="all", scheme=None, out=None) -> dict:
+def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta: bool | None = None) -> dict:
     from xcyto.data import load_dataset
 
     bundle = load(bundle_path)
     if data is None:  # the data the bundle was trained on
-        data = bundle.config.get("data", {}).get("source")
+        data = training_data(bundle)
         if not data:
             raise DataError(f"bundle {bundle_path} does not record its data source; pass --data")
     scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
-    dataset = load_dataset(data, scheme=scheme)
-    dataset, note = cells_in_split(bundle, dataset, split)
+    everything = load_dataset(data, scheme=scheme)
+    dataset, note = cells_in_split(bundle, everything, split)
     print(f"evaluating on {note}")
-    metrics = evaluate_bundle(bundle, dataset)
-    metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=split, cells=note)
-    line = (f"{bundle.name} on {data} ({split}, {metrics['n']} cells): accuracy {metrics['accuracy']:.3f}, "
+    metrics = evaluate_bundle(bundle, dataset, tta=tta)
+    taken = split if len(dataset) < len(everything) else "all"  # new data: every cell, whatever was asked
+    metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=taken,
+                   split_requested=split, cells=note)
+    views = "mean over the 8 dihedral views" if metrics["tta"] else "one view"
+    line = (f"{bundle.name} on {data} ({taken}, {metrics['n']} cells): accuracy {metrics['accuracy']:.3f}, "
             f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece_calibrated']:.3f}")
     if "binary" in metrics:
         line += f", normal/abnormal accuracy {metrics['binary']['accuracy']:.3f}"
-    print(line)
+    print(f"{line}; probabilities from {views}")
     if out:
         out = Path(out)
         write_json_atomic(out / "metrics.json", metrics)
-        save_figure(plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, title=f"{bundle.name} ({split})"),
+        save_figure(plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, title=f"{bundle.name} ({taken})"),
                     out / "confusion_matrix.png")
         print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
     return metrics
@@ -106,14 +128,14 @@ def collect_images(arguments) -> list[Path]:
         raise DataError(f"no images found in {', '.join(map(str, arguments))}")
     return found
 
-def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list[dict]:
-    """Classify image files; a CSV row per image with its probabilities and, when the bundle
+def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bool | None = None) -> list[dict]:
+    """Classify image files; a CSV row per image with its probabilities, whether they average
+    the 8 dihedral views (``tta``: the bundle's choice unless overridden) and, when the bundle
     has a gallery, how unlike the training cells it is (``atypicality`` percentile, ``atypical``
     flag). Unreadable or too small images get an ``error`` and the rest go on."""
     from xcyto.data.io import check_cell_size, read_image
     from xcyto.embedding.gallery import load_gallery
     from xcyto.errors import ImageError
-    from xcyto.models import evaluating
 
     bundle = load(bundle_path)
     gallery = load_gallery(bundle)
@@ -127,19 +149,17 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32) -> list
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
     for start in range(0, len(arrays), batch_size):
-        batch = bundle.preprocess(arrays[start:start + batch_size])
-        with torch.no_grad(), evaluating(bundle.model) as model:
-            features = model.forward_embedding(batch)
-            probabilities = (bundle.predict_probabilities(batch) if bundle.tta
-                             else bundle.probabilities(model.forward_head(features))).cpu().numpy()
+        _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]), tta)
+        probabilities = probabilities.cpu().numpy()
         if gallery is not None:
-            scores, flags = gallery.atypicality(torch.nn.functional.normalize(features.float(), dim=1).cpu())
+            scores, flags = gallery.atypicality(embeddings.cpu())
         for offset, (row_index, p) in enumerate(zip(readable[start:start + batch_size], probabilities)):
             rows[row_index].update(predicted=bundle.classes[int(p.argmax())], confidence=f"{p.max():.4f}",
+                                   tta=int(bundle.uses_tta(tta)),
                                    **{f"p_{name}": f"{value:.4f}" for name, value in zip(bundle.classes, p)})
             if gallery is not None:
                 rows[row_index].update(atypicality=f"{float(scores[offset]):.1f}", atypical=int(bool(flags[offset])))
-    columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in bundle.classes],
+    columns = ["path", "predicted", "confidence", "tta", *[f"p_{name}" for name in bundle.classes],
                *(["atypicality", "atypical"] if gallery is not None else []), "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="")
