@@ -344,7 +344,7 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             seconds = sum(row["train_seconds"] for row in members) if len(members) == len(record["members"]) else None
             for label, run in record["runs"].items():
                 rows.append(_row(label, k, run["test"], seconds, sum(parameters.get(m, 0) for m in record["members"]),
-                                 ece_key="ece"))
+                                 ece_key="ece_calibrated"))  # what it predicts: members calibrated, their TTA
     return rows
 
 
