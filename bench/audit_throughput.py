@@ -58,8 +58,9 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     for case in sample:  # the same maps as the audit: every method for the predicted class, Grad-CAM for the other
         image = cells.samples[case.index].image
-        explain(image, bundle, target=case.predicted, neighbours=0, steps=args.steps, max_steps=AUDIT_MAX_STEPS)
-        explain(image, bundle, methods="gradcam", target=case.other, neighbours=0)
+        explain(image, bundle, target=case.predicted, neighbours=0, tta=False, steps=args.steps,
+                max_steps=AUDIT_MAX_STEPS)
+        explain(image, bundle, methods="gradcam", target=case.other, neighbours=0, tta=False)
     per_case_naive = (time.perf_counter() - started) / max(len(sample), 1)
     naive_total = per_case_naive * len(cases)
 

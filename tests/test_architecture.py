@@ -96,6 +96,7 @@ def test_bundles_and_ensembles_answer_through_one_interface():
     for name in ("predict_batch", "predict_cells"):
         assert getattr(EnsembleBundle, name) is getattr(Bundle, name)  # shared, not re-implemented
     assert EnsembleBundle.predict_probabilities is not Bundle.predict_probabilities  # each member's own views
-    for module in ("training/evaluate.py", "audit/run.py", "explain/members.py"):
+    for module in ("training/evaluate.py", "audit/run.py", "explain/members.py", "embedding/place.py",
+                   "embedding/embed.py", "card.py", "demo/app.py"):
         text = (PACKAGE / module).read_text()
         assert "forward_head(" not in text and "forward_embedding(" not in text, module

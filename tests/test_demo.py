@@ -48,6 +48,9 @@ def test_every_known_class_is_described_with_a_risk_consistent_with_the_label_sc
                                                            "high-grade", "high-grade"]
     from xcyto.data.schemes import abnormal_flags
 
+    for name in ABNORMAL | NORMAL:  # every name the 2-class metrics know is described, consistently
+        assert cell_info(name) is not None, name
+        assert (cell_info(name).risk in ("low-grade", "high-grade")) == (name in ABNORMAL), name
     assert abnormal_flags(["nilm", "asc_us", "Lsil", "asc-h", "HSIL", "scc"]).tolist() == [False] + [True] * 5
     assert abnormal_flags(["NILM", "macrophage"]) is None  # an unknown class: no 2-class metrics, not a guess
     assert cell_info("superficial intermediate") is CELL_INFO["Superficial-Intermediate"]
@@ -410,7 +413,10 @@ def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_pat
 def test_shipped_bundles_stay_small():
     from xcyto.demo.cli import shipped_bundles
 
-    for label, (bundle, _) in shipped_bundles().items():
+    shipped = shipped_bundles()
+    if not shipped:
+        pytest.skip("no shipped bundles (make artifacts)")
+    for label, (bundle, _) in shipped.items():
         size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
         assert size <= 25_000_000, f"{label}: {size / 1e6:.2f} MB"
 

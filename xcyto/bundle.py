@@ -143,9 +143,9 @@ class Bundle:
     def predict_logits(self, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Logits of a preprocessed batch; on CPU through the model's batch-norm-folded copy
         (:func:`xcyto.models.fold.pass_model`, checked against the model), a third faster."""
-        self.model.eval()
-        model = pass_model(self.model, batch)
-        return torch.cat([model(chunk) for chunk in batch.split(batch_size)])
+        with evaluating(self.model) as model:
+            fast = pass_model(model, batch)
+            return torch.cat([fast(chunk) for chunk in batch.split(batch_size)])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities (see :attr:`calibration`) of one view's logits."""
@@ -160,27 +160,34 @@ class Bundle:
         """``tta`` when given (an override for one call), else the bundle's own choice."""
         return self.tta if tta is None else bool(tta)
 
+    def describe_tta(self, tta: bool | None = None) -> str:
+        """Where the probabilities come from, in words (for reports and logs)."""
+        return "the mean over the 8 dihedral views" if self.uses_tta(tta) else "one view of each cell"
+
     @torch.no_grad()
-    def predict_batch(self, batch: torch.Tensor, tta: bool | None = None,
-                      batch_size: int = 64) -> Predictions:
+    def predict_batch(self, batch: torch.Tensor, *, tta: bool | None = None, batch_size: int = 64) -> Predictions:
         """The one prediction interface: ``(logits, probabilities, embeddings)`` of a
         preprocessed batch. ``logits``: raw, of the cell as given; ``probabilities``: what
         the bundle predicts (calibrated; the mean over the 8 dihedral views when it uses
         test-time augmentation, or as ``tta`` overrides); ``embeddings``: unit-norm pooled
         features of the cell as given (the gallery's space)."""
+        if len(batch) == 0:
+            classes = len(self.classes)
+            return Predictions(batch.new_zeros(0, classes), batch.new_zeros(0, classes),
+                               batch.new_zeros(0, self.model.embedding_dim))
         logits, features = [], []
         with evaluating(self.model) as model:
-            model = pass_model(model, batch)  # on CPU: the batch-norm-folded copy, a third faster
+            fast = pass_model(model, batch)  # on CPU: the batch-norm-folded copy, a third faster
             for chunk in batch.split(batch_size):
-                features.append(model.forward_embedding(chunk))
-                logits.append(model.forward_head(features[-1]).float())
-        logits, features = torch.cat(logits), torch.cat(features)
-        probabilities = (self.predict_probabilities(batch, tta=tta, batch_size=batch_size) if self.uses_tta(tta)
-                         else self.probabilities(logits))
+                features.append(fast.forward_embedding(chunk))
+                logits.append(fast.forward_head(features[-1]).float())
+            logits, features = torch.cat(logits), torch.cat(features)
+            probabilities = (self.predict_probabilities(batch, tta=tta, batch_size=batch_size) if self.uses_tta(tta)
+                             else self.probabilities(logits))
         return Predictions(logits, probabilities, torch.nn.functional.normalize(features.float(), dim=1))
 
     @torch.no_grad()
-    def predict_cells(self, samples, batch_size: int = 64, progress: bool = False,
+    def predict_cells(self, samples, batch_size: int = 64, progress: bool = False, *,
                       tta: bool | None = None) -> Predictions:
         """:meth:`predict_batch` over cells (``CellSample``s or anything with ``.image``), as
         NumPy arrays ``(logits, probabilities, embeddings)``."""
@@ -193,7 +200,8 @@ class Bundle:
         parts = []
         for start in starts:
             batch = torch.stack([transform(sample.image) for sample in samples[start:start + batch_size]])
-            parts.append([part.cpu() for part in self.predict_batch(batch.to(self.device), tta, batch_size)])
+            parts.append([part.cpu() for part in self.predict_batch(batch.to(self.device), tta=tta,
+                                                                    batch_size=batch_size)])
         if not parts:
             classes = len(self.classes)
             return Predictions(np.zeros((0, classes), np.float32), np.zeros((0, classes), np.float32),

@@ -92,8 +92,10 @@ def _model_section(bundle: Bundle) -> str:
         rows.append(("combination", "weighted mean of the members' calibrated probabilities; weights "
                      + (f"fitted on {config['weights_fitted_on']}" if config.get("weights_fitted_on") else "as given")))
         lines = ["## Model", "", _table(["", ""], rows), "", "Members:", "",
-                 _table(["member", "architecture", "input", "calibration", "weight", "test accuracy", "test macro-F1"],
-                        [(f"`{name}`", m.architecture, f"{m.input_size} px", m.calibration.method, f"{w:.3f}",
+                 _table(["member", "architecture", "input", "calibration", "test-time augmentation", "weight",
+                         "test accuracy", "test macro-F1"],
+                        [(f"`{name}`", m.architecture, f"{m.input_size} px", m.calibration.method,
+                          "8 dihedral views" if m.tta else "none", f"{w:.3f}",
                           _number(_recorded(m).get("accuracy")), _number(_recorded(m).get("macro_f1")))
                          for name, m, w in zip(bundle.member_names, bundle.members, bundle.weights)])]
         return "\n".join(lines)
@@ -170,7 +172,9 @@ def _performance_section(bundle: Bundle, metrics: dict | None, evaluated: str | 
     ece, calibrated = metrics.get("ece"), metrics.get("ece_calibrated")
     lines += ["", "## Calibration", ""]
     if getattr(bundle, "is_ensemble", False):
-        lines.append(f"Expected calibration error (15 bins) of the ensemble's probabilities: {_number(ece)}.")
+        lines.append(f"Expected calibration error (15 bins) of the ensemble's probabilities (the mixture of the "
+                     f"members' calibrated probabilities, each with its own test-time augmentation): "
+                     f"{_number(calibrated)}.")
     else:
         lines.append(f"Expected calibration error (15 bins) on the test cells: {_number(ece)} before and "
                      f"{_number(calibrated)} after calibration. Applied: {bundle.calibration.describe()}.")

@@ -14,9 +14,9 @@ member with its own preprocessing, input size and calibration, weights summing t
 (equal, given, or fitted on validation cells by :func:`fit_weights`).
 ``predict_logits`` returns the log of that mixture and the temperature is 1, so
 ``bundle.probabilities(bundle.predict_logits(batch))`` is the mixture itself, and
-:meth:`Bundle.predict_batch`, the one interface that ``evaluate``, ``predict``, the audit,
-the demo and ``explain`` call, works unchanged. Test-time augmentation is each member's
-own (:meth:`EnsembleBundle.predict_probabilities`).
+:meth:`Bundle.predict_batch`, the one prediction interface of ``evaluate``, ``predict``, the
+audit and the ensemble's explanations, works unchanged. Test-time augmentation is each
+member's own (:meth:`EnsembleBundle.predict_probabilities`).
 
 Members may differ in input size: a batch from :meth:`EnsembleBundle.preprocess` stacks
 every member's own view of the cell along the channel axis (``3 x M`` channels), each
@@ -143,6 +143,12 @@ class EnsembleBundle(Bundle):
     def tta(self) -> bool:
         """Whether any member averages the 8 dihedral views (each keeps its own choice)."""
         return any(member.tta for member in self.members)
+
+    def describe_tta(self, tta: bool | None = None) -> str:
+        with_views = [name for name, member in zip(self.member_names, self.members) if member.uses_tta(tta)]
+        if len(with_views) in (0, len(self.members)):
+            return super().describe_tta(tta)
+        return f"the mean over the 8 dihedral views for {', '.join(with_views)}, one view for the other members"
 
     @torch.no_grad()
     def predict_probabilities(self, batch: torch.Tensor, tta: bool | None = None, batch_size: int = 64) -> torch.Tensor:

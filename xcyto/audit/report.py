@@ -214,9 +214,8 @@ def reading_checks(result) -> list[str]:
 def _settings_text(settings: dict) -> str:
     keys = ("bundle_name", "bundle_sha256", "architecture", "input_size", "data", "methods", "method_options",
             "confidence", "k", "xcyto_version", "cleanlab_version")
-    views = ("probabilities: mean over the 8 dihedral views (test-time augmentation)" if settings.get("tta")
-             else "probabilities: one view of each cell")
-    return "; ".join([*(f"{key}={settings.get(key)}" for key in keys), views])
+    views = f"probabilities: {settings['probabilities_from']}" if settings.get("probabilities_from") else None
+    return "; ".join([*(f"{key}={settings.get(key)}" for key in keys), *([views] if views else [])])
 
 
 def write_audit(result, out, title: str | None = None) -> dict[str, Path]:

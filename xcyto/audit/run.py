@@ -283,7 +283,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
         "input_size": bundle.input_size, "calibration": bundle.calibration.method, "temperature": bundle.temperature,
-        "tta": bundle.uses_tta(tta), "data": data_note or dataset.name,
+        "tta": bundle.uses_tta(tta), "probabilities_from": bundle.describe_tta(tta), "data": data_note or dataset.name,
         "cells": n, "methods": methods, "method_options": dict(method_options), "confidence": confidence,
         "k": k, "max_cases": max_cases, "seed": seed,
         "explanation_checks": (bundle.config.get("explanation_checks") or {}).get("randomisation", {}), "map": None if map_coords is None else map_method,

@@ -174,7 +174,18 @@ _BETHESDA = {
         "high-grade", "Malignant (squamous cell carcinoma)."),
 }
 
-CELL_INFO: dict[str, CellInfo] = {**_SIPAKMED, **_HERLEV, **_BINARY, **_BETHESDA}
+_BETHESDA["AGC"] = CellInfo(
+    "Atypical glandular cells (AGC)",
+    "A glandular (endocervical or endometrial) cell with an enlarged, crowded or dark nucleus, beyond reactive "
+    "change but short of adenocarcinoma in situ.",
+    "A glandular abnormality: colposcopy with endocervical (and often endometrial) sampling.",
+    "high-grade", "Atypical, glandular (AGC).")
+#: The long Bethesda names, as some collections spell their classes.
+_BETHESDA_LONG = {"negative for intraepithelial lesion": _BETHESDA["NILM"],
+                  "negative for intraepithelial lesion or malignancy": _BETHESDA["NILM"],
+                  "squamous cell carcinoma": _BETHESDA["SCC"]}
+
+CELL_INFO: dict[str, CellInfo] = {**_SIPAKMED, **_HERLEV, **_BINARY, **_BETHESDA, **_BETHESDA_LONG}
 
 
 def cell_info(class_name: str) -> CellInfo | None:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from xcyto.demo.shipped import (  # noqa: F401  (default_examples, example_files: part of the demo's surface)
+from xcyto.demo.shipped import (
     BUNDLE_ENV,
     DEFAULT_HOST,
     DEFAULT_PORT,

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xcyto.embedding.embed import embed_cells
 from xcyto.embedding.gallery import require_gallery
 
 
@@ -26,13 +25,14 @@ class Placement:
 
 
 def place_cells(bundle, dataset, method: str = "umap", batch_size: int = 64, progress: bool = False) -> Placement:
-    """Embed ``dataset``'s cells, classify them in the same pass and place them on the map."""
+    """Embed ``dataset``'s cells, classify them as the bundle predicts (with its test-time
+    augmentation, if any) and place them on the map."""
     gallery = require_gallery(bundle)
     projection = gallery.projection(method)
-    embeddings, logits = embed_cells(bundle, dataset.samples, batch_size=batch_size, with_logits=True,
-                                     progress=progress)
+    predicted = bundle.predict_cells(dataset.samples, batch_size=batch_size, progress=progress)
+    embeddings = predicted.embeddings
     coords = projection.transform(embeddings)
-    predictions = logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
+    predictions = predicted.probabilities.argmax(1) if len(embeddings) else np.zeros(0, dtype=np.int64)
     same_classes = list(dataset.classes) == bundle.classes
     labels = np.asarray(dataset.labels) if same_classes else np.full(len(dataset), -1)
     errors = (predictions != labels) if same_classes else np.zeros(len(dataset), dtype=bool)

@@ -11,7 +11,7 @@ from xcyto.errors import ExplainError
 from xcyto.explain.batched import DEFAULT_METHODS, NORMALISE, method_settings
 from xcyto.explain.inputs import load_images, resolve_target
 from xcyto.explain.members import explain_ensemble
-from xcyto.explain.plain import explain_bundle, gallery_for
+from xcyto.explain.plain import explain_bundle
 from xcyto.explain.registry import get_method, resolve_methods
 from xcyto.loading import load
 

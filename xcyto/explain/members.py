@@ -76,9 +76,8 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
                      "sha256": member.sha256}
                     for name, member, weight in zip(bundle.member_names, bundle.members, bundle.weights)],
         "neighbours_from": source, "target_requested": target is not None,
-        "tta": (f"each member's calibrated probabilities averaged over the 8 dihedral views "
-                f"({', '.join(n for n, m in zip(bundle.member_names, bundle.members) if m.uses_tta(tta))}); "
-                "the maps explain the view as given") if bundle.uses_tta(tta) else None,
+        "tta": (f"probabilities: {bundle.describe_tta(tta)}; the maps explain the view as given"
+                if bundle.uses_tta(tta) else None),
     }
     explanations = []
     for index in range(len(arrays)):
@@ -104,7 +103,7 @@ def _forward(bundle: EnsembleBundle, arrays, batch_size: int, tta) -> tuple[np.n
     """The ensemble's probabilities ``(N, C)`` and unit-norm embeddings ``(N, D)``."""
     probabilities, embeddings = [], []
     for start in range(0, len(arrays), batch_size):
-        predicted = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]), tta)
+        predicted = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]), tta=tta)
         probabilities.append(predicted.probabilities.cpu())
         embeddings.append(predicted.embeddings.cpu())
     return torch.cat(probabilities).numpy(), torch.cat(embeddings)

@@ -322,8 +322,7 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             metrics = json.loads((run_dir / "metrics.json").read_text())
             if entry.label not in parameters:
                 parameters[entry.label] = _parameter_count(run_dir / "bundle")
-            row = _row(entry.label, k, metrics["test"], metrics.get("train_seconds"), parameters[entry.label],
-                       ece_key="ece_calibrated")
+            row = _row(entry.label, k, metrics["test"], metrics.get("train_seconds"), parameters[entry.label])
             row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
                        best_epoch=metrics.get("best_epoch"), epochs_run=metrics.get("epochs_run"))
             rows.append(row)
@@ -331,7 +330,7 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
         path = out / MORPHOMETRY_DIR / f"fold-{k}" / "metrics.json"
         if path.is_file():
             metrics = json.loads(path.read_text())
-            row = _row(MORPHOMETRY, k, metrics["test"], metrics["train_seconds"], 0, ece_key="ece_calibrated")
+            row = _row(MORPHOMETRY, k, metrics["test"], metrics["train_seconds"], 0)
             row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"])
             rows.append(row)
     if ensemble:
@@ -343,18 +342,19 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             members = [row for row in rows if row["fold"] == k and row["model"] in record["members"]]
             seconds = sum(row["train_seconds"] for row in members) if len(members) == len(record["members"]) else None
             for label, run in record["runs"].items():
-                rows.append(_row(label, k, run["test"], seconds, sum(parameters.get(m, 0) for m in record["members"]),
-                                 ece_key="ece_calibrated"))  # what it predicts: members calibrated, their TTA
+                rows.append(_row(label, k, run["test"], seconds, sum(parameters.get(m, 0) for m in record["members"])))
     return rows
 
 
-def _row(model: str, fold: int, test: dict, seconds, parameters: int, ece_key: str) -> dict:
+def _row(model: str, fold: int, test: dict, seconds, parameters: int) -> dict:
+    """A leaderboard row; its ECE is that of the probabilities the model predicts with (calibrated,
+    and for an ensemble the mixture of its members' own, with their test-time augmentation)."""
     binary = test.get("binary") or {}
     def read(key):
         return test.get(f"binary_{key}", binary.get(key))
     return {"model": model, "fold": fold, "n_test": test["n"], "accuracy": test["accuracy"],
             "macro_f1": test["macro_f1"], "binary_accuracy": read("accuracy"), "sensitivity": read("sensitivity"),
-            "specificity": read("specificity"), "ece": test[ece_key], "train_seconds": seconds,
+            "specificity": read("specificity"), "ece": test["ece_calibrated"], "train_seconds": seconds,
             "parameters": parameters, "val_accuracy": None, "val_macro_f1": None, "best_epoch": None,
             "epochs_run": None}
 

@@ -20,10 +20,6 @@ from xcyto.training.metrics import classification_metrics
 #: Environment variable: the folder holding the datasets (``$XCYTO_DATA/herlev``, ...).
 DATA_ENV = "XCYTO_DATA"
 
-def bundle_logits(bundle: Bundle, samples, batch_size: int = 64) -> np.ndarray:
-    """Raw logits of ``bundle`` for cells (CellSamples), batched, with a progress bar."""
-    return bundle.predict_cells(samples, batch_size=batch_size, progress=True).logits
-
 def training_data(bundle: Bundle) -> str | None:
     """Where the cells ``bundle`` was trained on are: its recorded source or, when that folder
     is not on this machine (a bundle made elsewhere), the folder of the same name under
@@ -94,15 +90,15 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta:
     dataset, note = cells_in_split(bundle, everything, split)
     print(f"evaluating on {note}")
     metrics = evaluate_bundle(bundle, dataset, tta=tta)
-    taken = split if len(dataset) < len(everything) else "all"  # new data: every cell, whatever was asked
+    taken = split if dataset is not everything else "all"  # new data: every cell, whatever was asked
     metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=taken,
                    split_requested=split, cells=note)
-    views = "mean over the 8 dihedral views" if metrics["tta"] else "one view"
+    views = bundle.describe_tta(tta)
     line = (f"{bundle.name} on {data} ({taken}, {metrics['n']} cells): accuracy {metrics['accuracy']:.3f}, "
             f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece_calibrated']:.3f}")
     if "binary" in metrics:
         line += f", normal/abnormal accuracy {metrics['binary']['accuracy']:.3f}"
-    print(f"{line}; probabilities from {views}")
+    print(f"{line}; probabilities: {views}")
     if out:
         out = Path(out)
         write_json_atomic(out / "metrics.json", metrics)
@@ -149,7 +145,8 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
     for start in range(0, len(arrays), batch_size):
-        _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]), tta)
+        _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]),
+                                                            tta=tta)
         probabilities = probabilities.cpu().numpy()
         if gallery is not None:
             scores, flags = gallery.atypicality(embeddings.cpu())
