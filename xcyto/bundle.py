@@ -203,9 +203,7 @@ class Bundle:
             parts.append([part.cpu() for part in self.predict_batch(batch.to(self.device), tta=tta,
                                                                     batch_size=batch_size)])
         if not parts:
-            classes = len(self.classes)
-            return Predictions(np.zeros((0, classes), np.float32), np.zeros((0, classes), np.float32),
-                               np.zeros((0, self.model.embedding_dim), np.float32))
+            return Predictions(*(part.numpy() for part in self.predict_batch(torch.zeros(0), tta=tta)))
         return Predictions(*(torch.cat(column).numpy() for column in zip(*parts)))
 
     @torch.no_grad()
@@ -264,7 +262,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{path}: no such bundle folder")
     config = read_config(path)
     if config.get("format") == ENSEMBLE_FORMAT:
-        raise BundleError(f"{path}: is an ensemble; load it with xcyto.load")
+        raise BundleError(f"{path}: is an ensemble, not a single model: xcyto.load loads it, and an ensemble "
+                          "is built from plain bundles only (no ensembles of ensembles)")
     if not weights_path.is_file():
         raise BundleError(f"{path}: not a bundle (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     if config.get("format") != FORMAT:

@@ -37,7 +37,7 @@ from torch import nn
 
 from xcyto import __version__
 from xcyto.atomic import atomic_dir, write_json_atomic
-from xcyto.bundle import CONFIG_FILE, ENSEMBLE_FORMAT, GALLERY_DIR, SPLIT_FILE, Bundle, load_bundle, read_config
+from xcyto.bundle import CONFIG_FILE, ENSEMBLE_FORMAT, GALLERY_DIR, SPLIT_FILE, Bundle, load_bundle
 from xcyto.errors import BundleError, DataError
 
 FORMAT_VERSION = 1
@@ -228,7 +228,7 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
     The members must share their classes; their input sizes, normalisation and
     architectures may differ. ``weights``: one per member (normalised), default equal.
     """
-    members = [bundle if isinstance(bundle, Bundle) else _load_member(Path(bundle)) for bundle in bundles]
+    members = [bundle if isinstance(bundle, Bundle) else load_bundle(bundle) for bundle in bundles]
     if len(members) < 2:
         raise BundleError(f"an ensemble needs at least two bundles, got {len(members)}")
     for member in members:
@@ -263,13 +263,6 @@ def make_ensemble(bundles, weights=None, name: str | None = None) -> EnsembleBun
     return EnsembleBundle(model=module, config=config, members=members, _weights_sha256=config["weights_sha256"])
 
 
-def _load_member(path: Path, device="cpu") -> Bundle:
-    """A plain bundle to be a member; an ensemble folder is refused (no ensembles of ensembles)."""
-    if path.is_dir() and read_config(path).get("format") == ENSEMBLE_FORMAT:
-        raise BundleError(f"{path}: is an ensemble; build one ensemble of the plain bundles instead")
-    return load_bundle(path, device=device)
-
-
 def load_ensemble(path: Path, config: dict, device="cpu") -> EnsembleBundle:
     """Load an ensemble folder (:func:`xcyto.load` hands it here for its format)."""
     entries = config.get("members")
@@ -281,7 +274,7 @@ def load_ensemble(path: Path, config: dict, device="cpu") -> EnsembleBundle:
         if not member_path.resolve().is_relative_to(path.resolve()) or not member_path.is_dir():
             raise BundleError(f"{path}: member {entry.get('name')!r} is missing ({member_path}); "
                               f"an ensemble folder must hold its members (rebuild it with 'xcyto ensemble')")
-        member = _load_member(member_path, device=device)
+        member = load_bundle(member_path, device=device)  # refuses an ensemble inside an ensemble
         if entry.get("weights_sha256") and entry["weights_sha256"] != member.sha256:
             raise BundleError(f"{member_path}: weights differ from those the ensemble was built with")
         members.append(member)

@@ -98,6 +98,7 @@ def tta_override(args) -> bool | None:
     """``None`` (the bundle's choice), ``True`` or ``False`` from ``--tta``."""
     return {"bundle": None, "on": True, "off": False}[args.tta]
 
+
 def add_data_options(parser) -> None:
     """Where the cells come from and how they are split (train and compare)."""
     defaults = TrainConfig()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def class_key(name: str) -> str:
     """A class name as compared: lower case, without spaces, hyphens or underscores."""
     return str(name).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
