@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Rebuild the shipped bundles: synthetic cells (a few minutes), then real Herlev cells (about
-# 30 minutes on 2 CPU cores; reads ../shared/data/herlev, or $$XCYTO_DATA/herlev).
+# 10 minutes on 2 CPU cores; reads ../shared/data/herlev, or $$XCYTO_DATA/herlev).
 artifacts: $(STAMP)
 	$(PY) artifacts/build_demo_bundle.py
 	$(PY) artifacts/build_herlev_bundle.py

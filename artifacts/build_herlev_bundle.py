@@ -6,9 +6,9 @@ and a few held-out test cells as the demo's examples.
 
 Reads the Herlev folder from ``$XCYTO_DATA/herlev`` (default ``../shared/data/herlev``);
 never copies the data set, only the gallery's thumbnails of the training cells and two
-held-out test cells per class. About 30 minutes on 2 CPU cores. The result is
+held-out test cells per class. About 10 minutes on 2 CPU cores. The result is
 ``artifacts/herlev-bundle/`` (weights, bundle.json with its metrics, split.csv, gallery/,
-MODEL_CARD.md) and ``artifacts/examples-herlev/``.
+MODEL_CARD.md, concepts.json from ``xcyto concepts``) and ``artifacts/examples-herlev/``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import xcyto
 from xcyto.card import write_card
+from xcyto.cli import main as xcyto_cli
 from xcyto.data import load_dataset
 from xcyto.embedding import build_gallery
 from xcyto.training.evaluate import select_split
@@ -48,6 +49,8 @@ def build(data: Path, out: Path, examples: Path) -> None:
         bundle.save(out)  # its metrics are in bundle.json; the run's figures stay out (size limit)
     write_card(xcyto.load(out), out / "MODEL_CARD.md")
     write_examples(select_split(bundle, cells, "test"), examples)
+    with tempfile.TemporaryDirectory() as concepts_dir:  # BUNDLE/concepts.json, the demo's About tab
+        xcyto_cli(["concepts", "--bundle", str(out), "--data", str(data), "--out", concepts_dir])
     megabytes = sum(path.stat().st_size for path in out.rglob("*") if path.is_file()) / 1e6
     if megabytes > MAX_MEGABYTES:
         raise SystemExit(f"{out} is {megabytes:.1f} MB, over the {MAX_MEGABYTES} MB limit: lower THUMBNAIL_SIZE")

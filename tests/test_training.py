@@ -184,8 +184,9 @@ def test_input_size_and_balancing_come_from_the_training_cells():
     from xcyto.training.config import TrainConfig
     from xcyto.training.data import IMBALANCE_RATIO, data_defaults
 
-    for size, model, expected in ((64, "efficientnet_lite0", 128), (200, "efficientnet_lite0", 192),
-                                  (200, "small_cnn", 128), (256, "efficientnet_lite2", 256)):
+    for size, model, expected in ((64, "efficientnet_lite0", 128), (150, "efficientnet_lite0", 160),
+                                  (140, "efficientnet_lite0", 128), (200, "efficientnet_lite0", 160),
+                                  (200, "small_cnn", 128), (256, "efficientnet_lite2", 160)):
         dataset = _synthetic(60, size)
         split = train_val_test_split(dataset, seed=0)
         image_size, balance, notes = data_defaults(TrainConfig(model=model), dataset, split)

@@ -112,7 +112,9 @@ def _model_section(bundle: Bundle) -> str:
                 f"std {_triple(config.get('std'))}")
     rows.append(("calibration", bundle.calibration.describe()))
     if training:
-        rows.append(("training", f"{training.get('epochs')} epochs max (patience {training.get('patience')}), batch "
+        patience = training.get("patience")
+        stopping = "best validation epoch kept" if not patience else f"early stopping, patience {patience}"
+        rows.append(("training", f"{training.get('epochs')} epochs max ({stopping}), batch "
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
                      f"{training.get('schedule')} schedule, label smoothing {training.get('label_smoothing')}, "
                      f"balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "

@@ -107,7 +107,7 @@ def add_data_options(parser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the split, the initial head and the augmentations (default %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
-                        help="share of the source images (groups) used for validation: early stopping, "
+                        help="share of the source images (groups) used for validation: choosing the best epoch, "
                         "calibration and the TTA choice (default %(default)s)")
     parser.add_argument("--synthetic-n", type=int, default=defaults.synthetic_n, help="cells when --data synthetic")
     parser.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size)
@@ -117,7 +117,7 @@ def add_fit_options(parser) -> None:
     """How a model is trained (train and compare)."""
     defaults = TrainConfig()
     parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the training cells' median longer side, rounded to 32, "
-                        "at least 128 and at most the architecture's native size)")
+                        "at least 128 and at most 160 px or the architecture's native size)")
     parser.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
     parser.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many (default %(default)s)")
@@ -148,7 +148,8 @@ def add_fit_options(parser) -> None:
                         help="test-time augmentation over the 8 dihedral views: auto (on when it does not "
                              "lower validation macro-F1), on or off")
     parser.add_argument("--patience", type=int, default=defaults.patience,
-                        help="stop after this many epochs without a better validation macro-F1 (0: never)")
+                        help="stop after this many epochs without a better validation macro-F1 (default 0: "
+                             "never; the whole schedule runs and the best validation epoch is kept)")
     parser.add_argument("--device", default=defaults.device, help="auto (GPU if any), cpu, cuda, cuda:1 ...")
     parser.add_argument("--amp", default=defaults.amp, choices=("auto", "bf16", "fp16", "off"),
                         help="mixed precision on a GPU (auto: bf16 where supported, else fp16); CPU runs in float32")

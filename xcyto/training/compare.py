@@ -2,7 +2,7 @@
 
 The cells are split once into k group-aware, stratified folds. For fold ``k`` every
 model trains on the other folds (a validation share carved from them, whole groups, for
-early stopping and temperature scaling) and is tested on fold ``k``, so each cell is
+choosing the best epoch and the calibration) and is tested on fold ``k``, so each cell is
 tested exactly once per model and no source image is on two sides. Each (model, fold)
 is an ordinary ``xcyto train`` run folder; a finished one is skipped and an interrupted
 one resumed, so the command can be run again until it completes. Layout::

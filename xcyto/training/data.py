@@ -23,9 +23,11 @@ from xcyto.models import get_spec
 from xcyto.training.config import TrainConfig
 
 #: With ``image_size=None`` the input side follows the training cells: their median longer
-#: side, rounded to a multiple of 32, at least ``MIN_AUTO_SIZE`` and at most the
-#: architecture's own input size (larger inputs cost time the pretrained weights do not repay).
+#: side, rounded to a multiple of 32, at least ``MIN_AUTO_SIZE`` and at most ``MAX_AUTO_SIZE``
+#: or the architecture's own input size, whichever is smaller. Larger cells are shrunk: on
+#: 224 px crops, 160 px scored higher than 224 px on every cross-validation fold in half the time.
 MIN_AUTO_SIZE = 128
+MAX_AUTO_SIZE = 160
 #: ``balance="auto"``: a class-balanced loss when the largest class has this many times the
 #: training cells of the smallest.
 IMBALANCE_RATIO = 3.0
@@ -145,9 +147,10 @@ def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tu
         image_size = int(config.image_size)
     else:
         sides = np.array([max(dataset.samples[i].image.shape[:2]) for i in split.train])
-        image_size = int(min(native, max(MIN_AUTO_SIZE, 32 * round(float(np.median(sides)) / 32))))
+        ceiling = min(native, MAX_AUTO_SIZE)
+        image_size = int(min(ceiling, max(MIN_AUTO_SIZE, 32 * round(float(np.median(sides)) / 32))))
         notes.append(f"input {image_size} px: the training cells' median longer side is {np.median(sides):.0f} px "
-                     f"(rounded to 32, within {MIN_AUTO_SIZE}..{native})")
+                     f"(rounded to 32, within {min(MIN_AUTO_SIZE, ceiling)}..{ceiling})")
     counts = np.bincount(dataset.labels[split.train], minlength=len(dataset.classes))
     ratio = counts.max() / max(counts.min(), 1)
     balance = config.balance
