@@ -50,7 +50,8 @@ def build(data: Path, out: Path, examples: Path) -> None:
     write_card(xcyto.load(out), out / "MODEL_CARD.md")
     write_examples(select_split(bundle, cells, "test"), examples)
     with tempfile.TemporaryDirectory() as concepts_dir:  # BUNDLE/concepts.json, the demo's About tab
-        xcyto_cli(["concepts", "--bundle", str(out), "--data", str(data), "--out", concepts_dir])
+        if xcyto_cli(["concepts", "--bundle", str(out), "--data", str(data), "--out", concepts_dir]) != 0:
+            raise SystemExit(f"xcyto concepts failed on {out}: the bundle has no concepts.json")
     megabytes = sum(path.stat().st_size for path in out.rglob("*") if path.is_file()) / 1e6
     if megabytes > MAX_MEGABYTES:
         raise SystemExit(f"{out} is {megabytes:.1f} MB, over the {MAX_MEGABYTES} MB limit: lower THUMBNAIL_SIZE")

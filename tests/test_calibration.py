@@ -67,6 +67,14 @@ def test_choose_calibration_fixes_overconfidence_and_leaves_calibrated_logits_al
     assert chosen.method == "none" or chosen.temperature == pytest.approx(1.0, abs=0.2)
 
 
+def test_keeping_the_raw_probabilities_says_why():
+    calibrated, labels = _planted(300, 1.0, seed=2)  # well calibrated: no method beats none here
+    chosen = choose_calibration(calibrated, labels)
+    assert chosen.method == "none"
+    assert chosen.report["chosen_because"].startswith("no method lowered the held-out ECE")
+    assert "without lowering the held-out accuracy" in chosen.describe() and "chosen on" not in chosen.describe()
+
+
 def test_too_few_validation_cells_means_no_calibration():
     logits, labels = _planted(MIN_CELLS - 1, 3.0)
     chosen = choose_calibration(logits, labels)

@@ -94,8 +94,13 @@ class Calibration:
             reason = self.report.get("chosen_because")
             return applied + (f" ({reason})" if reason else "")
         eces = ", ".join(f"{method} {values['ece']:.3f}" for method, values in held_out.items())
-        return (f"{applied}, chosen on {self.report['cells']} validation cells by cross-fitted ECE "
-                f"({self.report['folds']} folds; held-out ECE: {eces})")
+        accuracies = ", ".join(f"{method} {values['accuracy']:.3f}" for method, values in held_out.items())
+        if self.method != "none":
+            return (f"{applied}, chosen on {self.report['cells']} validation cells by cross-fitted ECE "
+                    f"({self.report['folds']} folds; held-out ECE: {eces})")
+        return (f"{applied}: no method lowered the held-out ECE without lowering the held-out accuracy "
+                f"({self.report['cells']} validation cells, {self.report['folds']} folds; held-out ECE: {eces}; "
+                f"accuracy: {accuracies})")
 
     def to_dict(self) -> dict:
         return {"method": self.method, "temperature": self.temperature,
@@ -185,8 +190,9 @@ def choose_calibration(logits: np.ndarray, labels: np.ndarray, methods=METHODS, 
     eligible = [method for method in methods if method != "none" and scores[method]["accuracy"] >= raw_accuracy
                 and scores[method]["ece"] < scores.get("none", {"ece": np.inf})["ece"]]
     best = min(eligible, key=lambda method: (scores[method]["ece"], METHODS.index(method))) if eligible else "none"
-    report = {"cells": int(len(labels)), "folds": folds, "held_out": scores,
-              "chosen_because": "lowest ECE on held-out validation cells (cross-fitted)"}
+    reason = ("lowest ECE on held-out validation cells (cross-fitted)" if eligible else
+              "no method lowered the held-out ECE without lowering the held-out accuracy")
+    report = {"cells": int(len(labels)), "folds": folds, "held_out": scores, "chosen_because": reason}
     return fit(best, logits, labels, report)
 
 

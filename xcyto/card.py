@@ -178,8 +178,10 @@ def _performance_section(bundle: Bundle, metrics: dict | None, evaluated: str | 
                      f"members' calibrated probabilities, each with its own test-time augmentation): "
                      f"{_number(calibrated)}.")
     else:
-        lines.append(f"Expected calibration error (15 bins) on the test cells: {_number(ece)} before and "
-                     f"{_number(calibrated)} after calibration. Applied: {bundle.calibration.describe()}.")
+        after = (f"for what it predicts ({bundle.describe_tta()} of the calibrated probabilities)" if bundle.tta
+                 else "after calibration")
+        lines.append(f"Expected calibration error (15 bins) on the test cells: {_number(ece)} for one view before "
+                     f"calibration and {_number(calibrated)} {after}. Applied: {bundle.calibration.describe()}.")
         if ece is not None and calibrated is not None and calibrated > ece:
             lines.append("The calibration chosen on the validation cells did not lower the test ECE here; "
                          "treat the probabilities as rough.")
