@@ -25,6 +25,8 @@ METHODS = ("none", "temperature", "vector")
 #: Below this many validation cells nothing is fitted: the estimate would be noise.
 MIN_CELLS = 30
 FOLDS = 5
+#: Why ``none`` is kept when cross-fitting ran: no method was eligible.
+NOTHING_HELPED = "no method lowered the held-out ECE without lowering the held-out accuracy"
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 #: Precision of the Gaussian prior that pulls vector scaling towards temperature scaling
 #: (its weight in the mean NLL shrinks as 1 / cells: it matters only on few cells).
@@ -94,13 +96,12 @@ class Calibration:
             reason = self.report.get("chosen_because")
             return applied + (f" ({reason})" if reason else "")
         eces = ", ".join(f"{method} {values['ece']:.3f}" for method, values in held_out.items())
-        accuracies = ", ".join(f"{method} {values['accuracy']:.3f}" for method, values in held_out.items())
         if self.method != "none":
             return (f"{applied}, chosen on {self.report['cells']} validation cells by cross-fitted ECE "
                     f"({self.report['folds']} folds; held-out ECE: {eces})")
-        return (f"{applied}: no method lowered the held-out ECE without lowering the held-out accuracy "
-                f"({self.report['cells']} validation cells, {self.report['folds']} folds; held-out ECE: {eces}; "
-                f"accuracy: {accuracies})")
+        accuracies = ", ".join(f"{method} {values['accuracy']:.3f}" for method, values in held_out.items())
+        return (f"{applied}: {NOTHING_HELPED} ({self.report['cells']} validation cells, {self.report['folds']} folds; "
+                f"held-out ECE: {eces}; accuracy: {accuracies})")
 
     def to_dict(self) -> dict:
         return {"method": self.method, "temperature": self.temperature,
@@ -190,8 +191,7 @@ def choose_calibration(logits: np.ndarray, labels: np.ndarray, methods=METHODS, 
     eligible = [method for method in methods if method != "none" and scores[method]["accuracy"] >= raw_accuracy
                 and scores[method]["ece"] < scores.get("none", {"ece": np.inf})["ece"]]
     best = min(eligible, key=lambda method: (scores[method]["ece"], METHODS.index(method))) if eligible else "none"
-    reason = ("lowest ECE on held-out validation cells (cross-fitted)" if eligible else
-              "no method lowered the held-out ECE without lowering the held-out accuracy")
+    reason = "lowest ECE on held-out validation cells (cross-fitted)" if eligible else NOTHING_HELPED
     report = {"cells": int(len(labels)), "folds": folds, "held_out": scores, "chosen_because": reason}
     return fit(best, logits, labels, report)
 
