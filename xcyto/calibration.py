@@ -7,6 +7,11 @@ Every calibration here is an affine map of the logits, ``z' = z * scale + bias``
 - ``temperature`` (Guo et al. 2017): scale ``1 / T`` for every class, bias 0;
 - ``vector`` scaling (Guo et al. 2017): a scale and a bias per class.
 
+A bundle trained with ``balance="auto"`` may also carry ``prior``, offsets added to the
+logits before the map (post-hoc logit adjustment for the class shares, chosen on the
+validation cells by :mod:`xcyto.training.balance`); the calibration is then fitted to the
+adjusted logits, and both fold into one ``(scale, bias)``.
+
 :func:`choose_calibration` fits each on part of the validation cells and measures ECE on
 the rest (cross-fitting, 5 folds), then keeps the one with the lowest held-out ECE. A
 calibration that does not lower ECE on held-out cells is not applied: on a few hundred
@@ -58,19 +63,24 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``scale`` and ``bias`` per class (``None``: 1 and 0); ``report``: how it was chosen
-    (held-out ECE and NLL of each method, cells, folds)."""
+    """``scale`` and ``bias`` per class (``None``: 1 and 0); ``prior``: offsets added to the
+    logits first (``None``: none); ``report``: how it was chosen (held-out ECE and NLL of each
+    method, cells, folds)."""
 
     method: str = "none"
     temperature: float = 1.0
     scale: tuple[float, ...] | None = None
     bias: tuple[float, ...] | None = None
     report: dict = field(default_factory=dict)
+    prior: tuple[float, ...] | None = None
 
     def vectors(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scale, bias)`` as float32 arrays of length ``num_classes``."""
+        """``(scale, bias)`` as float32 arrays of length ``num_classes``, the prior folded in:
+        ``(z + prior) * scale + bias``."""
         scale = np.full(num_classes, 1.0 / self.temperature) if self.scale is None else np.asarray(self.scale)
         bias = np.zeros(num_classes) if self.bias is None else np.asarray(self.bias)
+        if self.prior is not None:
+            bias = bias + scale * np.asarray(self.prior)
         return scale.astype(np.float32), bias.astype(np.float32)
 
     def apply(self, logits):
@@ -91,6 +101,8 @@ class Calibration:
         """One line for cards and pages: what is applied, and the held-out evidence for it."""
         applied = {"none": "no calibration", "temperature": f"temperature scaling (T = {self.temperature:.3f})",
                    "vector": "vector scaling (a scale and a bias per class)"}[self.method]
+        if self.prior is not None:
+            applied = f"logits adjusted for the training class shares, then {applied}"
         held_out = self.report.get("held_out")
         if not held_out:
             reason = self.report.get("chosen_because")
@@ -106,7 +118,8 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"method": self.method, "temperature": self.temperature,
                 "scale": None if self.scale is None else list(self.scale),
-                "bias": None if self.bias is None else list(self.bias), "report": self.report}
+                "bias": None if self.bias is None else list(self.bias), "report": self.report,
+                "prior": None if self.prior is None else list(self.prior)}
 
     @classmethod
     def from_config(cls, config: dict) -> "Calibration":
@@ -119,7 +132,8 @@ class Calibration:
         return cls(method=entry["method"], temperature=float(entry.get("temperature", 1.0)),
                    scale=None if entry.get("scale") is None else tuple(entry["scale"]),
                    bias=None if entry.get("bias") is None else tuple(entry["bias"]),
-                   report=dict(entry.get("report") or {}))
+                   report=dict(entry.get("report") or {}),
+                   prior=None if entry.get("prior") is None else tuple(entry["prior"]))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
