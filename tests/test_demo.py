@@ -84,7 +84,7 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
     from xcyto.demo.views import verdict_html
 
     cell = dict(predicted="Parabasal", target="Parabasal", probabilities={"Parabasal": 0.8, "Metaplastic": 0.2},
-                confidence=0.8, settings={"tta": None})
+                confidence=0.8, settings={"tta": None}, data_issues=[], no_nucleus=False)
     usual = verdict_html(SimpleNamespace(**cell, atypicality=40.0, atypical=False))
     assert "Parabasal" in usual and "0.80" in usual and "xc-warning" not in usual and "40/100" in usual
     odd = verdict_html(SimpleNamespace(**cell, atypicality=100.0, atypical=True))

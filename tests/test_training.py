@@ -34,6 +34,9 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path):
     bundle = xcyto.load(tmp_path / "bundle")
     assert bundle.config["data"]["split_sha256"] and bundle.config["training"]["seed"] == 0
     assert bundle.config["metrics"]["test"]["accuracy"] == pytest.approx(test["accuracy"])
+    balance = bundle.config["balance"]  # balance="auto": both options measured on validation, one applied
+    assert balance["mode"] == "auto" and set(balance["validation"]) == {"raw", "tau 0.5", "tau 1"}
+    assert (bundle.calibration.prior is None) == (balance["chosen"] == "raw")
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -182,7 +185,7 @@ def test_input_size_and_balancing_come_from_the_training_cells():
 
     from xcyto.data.splits import train_val_test_split
     from xcyto.training.config import TrainConfig
-    from xcyto.training.data import IMBALANCE_RATIO, data_defaults
+    from xcyto.training.data import data_defaults
 
     for size, model, expected in ((64, "efficientnet_lite0", 128), (150, "efficientnet_lite0", 160),
                                   (140, "efficientnet_lite0", 128), (200, "efficientnet_lite0", 160),
@@ -197,10 +200,12 @@ def test_input_size_and_balancing_come_from_the_training_cells():
     uneven = _synthetic(300, 32, drop_class=2, keep=12)  # 60 cells of four classes, 12 of one
     split = train_val_test_split(uneven, seed=0)
     counts = np.bincount(uneven.labels[split.train])
-    assert counts.max() / counts[counts > 0].min() >= IMBALANCE_RATIO
+    assert counts.max() / counts[counts > 0].min() >= 3
     with pytest.warns(UserWarning, match=r"few training cells in Metaplastic \(\d+\)"):
         image_size, balance, notes = data_defaults(TrainConfig(), uneven, split)
-    assert balance == "loss" and any("balance=loss" in note for note in notes)
+    # auto trains with plain cross-entropy however uneven the classes: the validation cells decide later
+    assert balance == "none" and any("balance=auto: plain cross-entropy" in note for note in notes)
+    assert data_defaults(TrainConfig(balance="loss"), uneven, split)[1] == "loss"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an even dataset warns of nothing
         assert data_defaults(TrainConfig(balance="none"), _synthetic(300, 32), train_val_test_split(_synthetic(300, 32), seed=0))[1] == "none"

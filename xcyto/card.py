@@ -117,10 +117,14 @@ def _model_section(bundle: Bundle) -> str:
         rows.append(("training", f"{training.get('epochs')} epochs max ({stopping}), batch "
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
                      f"{training.get('schedule')} schedule, label smoothing {training.get('label_smoothing')}, "
-                     f"balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "
+                     f"loss balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "
                      f"stain jitter {training.get('stain_jitter', 0.05)}, MixUp {training.get('mixup', 0)}, "
                      f"CutMix {training.get('cutmix', 0)}, weight average {training.get('ema', 0) or 'off'}, "
                      f"seed {training.get('seed')}"))
+    if config.get("balance", {}).get("mode") == "auto":
+        from xcyto.training.balance import describe
+
+        rows.append(("class shares", describe(config["balance"])))
     tta = config.get("tta") or {}
     rows.append(("test-time augmentation", ("mean of the calibrated probabilities over the 8 dihedral views"
                                             if tta.get("enabled") else "none")
@@ -142,6 +146,19 @@ def _data_section(bundle: Bundle) -> str:
             ("classes", ", ".join(bundle.classes))]
     if data.get("attribution"):
         rows.append(("data source and attribution", data["attribution"]))
+    health = bundle.config.get("data_health") or {}
+    if health.get("checked"):
+        excluded = health.get("excluded") or []
+        rows.append(("data health", f"{health.get('health', '')} (`xcyto data check`)"))
+        rows.append(("left out", f"{len(excluded)} crops, exclude `{health.get('exclude')}`: "
+                                 + ("none" if not excluded else "listed in bundle.json (`data_health.excluded`), "
+                                    "left out of training, validation and test")))
+        leaks = health.get("cross_split_duplicates") or []
+        if leaks:
+            rows.append(("duplicates across the split", f"{len(leaks)} pairs of near or exact copies lie on two sides "
+                                                        "of the split (the test figures may be optimistic)"))
+    elif health:
+        rows.append(("data health", "not checked (data_check off)"))
     return "## Data and split\n\n" + _table(["", ""], rows)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from xcyto.audit.scores import KINDS
 from xcyto.plotting import plt
 
-KIND_COLOURS = dict(zip(KINDS, ("#d62728", "#b7950b", "#7d3c98", "#d35400", "#6c7a89")))
+KIND_COLOURS = dict(zip(KINDS, ("#6b4f9e", "#d62728", "#b7950b", "#7d3c98", "#d35400", "#6c7a89")))
 
 
 def plot_signals(result):

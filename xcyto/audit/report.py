@@ -50,7 +50,8 @@ def case_rows(result) -> list[dict]:
                "predicted": case.predicted, "other": case.other, "misclassified": int(case.misclassified),
                "confidence": f"{max(case.probabilities.values()):.4f}",
                "p_given": f"{case.probabilities[case.given]:.4f}", "kind": case.kind,
-               "label_issue_flag": int(case.label_issue_flag), "atypical": int(case.atypical)}
+               "label_issue_flag": int(case.label_issue_flag), "atypical": int(case.atypical),
+               "data_issues": ";".join(issue.check for issue in case.data_issues)}
         row.update({name: _number(case.signals[name]) for name in SIGNAL_COLUMNS})
         row.update({f"p_{name}": f"{value:.4f}" for name, value in case.probabilities.items()})
         row["reading"] = case.reading
@@ -178,6 +179,9 @@ def render_html(result, title: str | None = None, images: dict[str, bytes] | Non
         settings=settings, settings_text=_settings_text(settings),
         cells=len(result.cell_ids), accuracy=f"{metrics['accuracy']:.3f}", macro_f1=f"{metrics['macro_f1']:.3f}",
         binary=metrics.get("binary"), errors=int((result.predictions != result.labels).sum()),
+        data_issues=settings.get("data_issues"),
+        clean_accuracy=(None if result.metrics_without_data_issues is None
+                        else f"{result.metrics_without_data_issues['accuracy']:.3f}"),
         kinds=[{"kind": kind, "label": KINDS[kind], "count": count} for kind, count in result.kind_counts().items()],
         figures={name: data_uri(png) for name, png in figures.items()},
         pairs=pairs, all_pairs=all_pairs, reading_checks=reading_checks(result),
@@ -231,6 +235,8 @@ def write_audit(result, out, title: str | None = None) -> dict[str, Path]:
         summary = {"settings": result.settings, "metrics": result.metrics,
                    "confused_pairs": result.confused_pairs(),
                    "cases": len(result.cases), "kinds": result.kind_counts(), "readings": result.readings,
+                   "data_issues": result.settings.get("data_issues"),
+                   "metrics_without_data_issues": result.metrics_without_data_issues,
                    "class_thresholds": dict(zip(result.classes, np.nan_to_num(result.class_thresholds).tolist()))
                    if result.class_thresholds is not None else None}
         write_json_atomic(staging / "audit.json", summary)

@@ -53,6 +53,7 @@ class Case:
     atypical: bool
     kind: str
     reading: str
+    data_issues: list = field(default_factory=list)  # the crop's xcyto.data.Issue, blocking first
     image: np.ndarray | None = None
     morphology: object | None = None  # xcyto.morphology.Morphology of the cell
     morphology_probabilities: dict[str, float] = field(default_factory=dict)  # by the morphometric model
@@ -108,6 +109,8 @@ class AuditResult:
     class_thresholds: np.ndarray | None = None
     readings: dict = field(default_factory=dict)
     label_errors: np.ndarray | None = None
+    data_check: object | None = None  # xcyto.data.DataCheck of the audited cells (None: not checked)
+    metrics_without_data_issues: dict | None = None  # the model's metrics on the crops with no data issue
 
     @property
     def predictions(self) -> np.ndarray:
@@ -168,7 +171,7 @@ class AuditResult:
 def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAULT_CONFIDENCE, k: int = DEFAULT_K,
           max_cases: int | None = None, map_method: str | None = "umap", batch_size: int = 64,
           progress: bool = False, data_note: str | None = None, seed: int = 0, tta: bool | None = None,
-          **method_options) -> AuditResult:
+          data_check=True, **method_options) -> AuditResult:
     """Audit ``bundle`` (a Bundle or folder) on ``dataset`` (a CellDataset with the bundle's classes).
 
     ``confidence``: correct calls below this calibrated probability are cases too.
@@ -179,7 +182,9 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     probabilities over the 8 dihedral views (default: the bundle's choice). ``method_options``: e.g.
     ``steps=16`` for IG; integrated gradients stop at ``max_steps=AUDIT_MAX_STEPS`` unless told
     otherwise. The predicted class gets every method; the other class (given label or
-    runner-up) the CAM methods only (``OTHER_CLASS_FAMILIES``).
+    runner-up) the CAM methods only (``OTHER_CLASS_FAMILIES``). ``data_check``: check the
+    crops first (:func:`xcyto.data.check`; or a :class:`xcyto.data.DataCheck` of these cells
+    already made, or ``False``): a case with a data issue is read as one, first.
     """
     from xcyto.explain.api import resolve_bundle
     from xcyto.explain.plain import gallery_for
@@ -201,6 +206,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     if k < 1:
         raise ExplainError(f"k must be >= 1, got {k}")
 
+    checked = _data_check(dataset, data_check, progress)
     logits, probabilities, embeddings = bundle.predict_cells(dataset.samples, batch_size=batch_size,
                                                              progress=progress, tta=tta)
     labels = np.asarray(dataset.labels)
@@ -262,14 +268,15 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
             given=given, predicted=predicted, runner_up=classes[runner_up[index]],
             p_given=float(probabilities[index, labels[index]]), p_predicted=float(probabilities[index].max()),
             label_error=bool(label_errors[index]), atypical=bool(atypical[index]),
-            neighbour_classes=neighbour_classes, reading_precision=reading_precision)
+            neighbour_classes=neighbour_classes, reading_precision=reading_precision,
+            data_issues=checked.issues_of(index) if checked is not None else ())
         sample = dataset.samples[index]
         built.append(Case(
             index=index, cell_id=sample.cell_id, source=str(sample.path or ""), given=given, predicted=predicted,
             other=classes[others[index]], probabilities=dict(zip(classes, probabilities[index].round(4).tolist())),
             signals={name: float(values[index]) for name, values in signals.items()},
             label_issue_flag=bool(label_flags[index]), atypical=bool(atypical[index]), kind=kind, reading=reading,
-            image=parts["image"], overlays=parts["overlays"], checks=parts["checks"], morphology=parts["morphology"],
+            data_issues=checked.issues_of(index) if checked is not None else [], image=parts["image"], overlays=parts["overlays"], checks=parts["checks"], morphology=parts["morphology"],
             morphology_probabilities=parts.get("morphology_probabilities", {})))
     built.sort(key=lambda case: -case.suspicion)
     for rank, case in enumerate(built, start=1):
@@ -278,6 +285,22 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         _attach_neighbours(gallery, embeddings, built, classes)
 
     metrics = classification_metrics(logits, labels, classes, bundle.calibration, probabilities)
+    clean_metrics, data_summary = None, None
+    if checked is not None:
+        from xcyto.audit.scores import DATA_ISSUE_KINDS
+        from xcyto.data.health import BLOCKING, CHECKS
+
+        issue_checks = [name for name, c in CHECKS.items() if c.kind in DATA_ISSUE_KINDS]
+        with_issue = checked.flagged(issue_checks)
+        if (~with_issue).any():
+            keep = np.flatnonzero(~with_issue)
+            clean_metrics = classification_metrics(logits[keep], labels[keep], classes, bundle.calibration,
+                                                   probabilities[keep])
+        data_summary = {"crops": int(with_issue.sum()), "blocking": int(checked.flagged(BLOCKING).sum()),
+                        "by_check": {name: n for name, n in checked.counts().items() if n},
+                        "cases": sum(case.kind == "data_issue" for case in built),
+                        "misclassified_with_data_issues": int((with_issue & (predictions != labels)).sum()),
+                        "health": checked.health_line()}
     map_coords, background = _map(gallery, embeddings, map_method)
     settings = {
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
@@ -288,6 +311,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "k": k, "max_cases": max_cases, "seed": seed,
         "explanation_checks": (bundle.config.get("explanation_checks") or {}).get("randomisation", {}), "map": None if map_coords is None else map_method,
         "gallery": None if gallery is None else str(gallery.path), "weights": S.WEIGHTS,
+        "data_issues": data_summary,
         "xcyto_version": __version__, "cleanlab_version": _version("cleanlab"),
         "seconds": round(time.perf_counter() - started, 2),
         "seconds_by_stage": {"predict_and_score": round(predicted_at - started, 2),
@@ -297,7 +321,21 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     return AuditResult(classes=classes, cell_ids=dataset.cell_ids, labels=labels, probabilities=probabilities,
                        signals=signals, label_issue_flags=label_flags, atypical=atypical, cases=built,
                        metrics=metrics, settings=settings, map_coords=map_coords, map_background=background,
-                       class_thresholds=thresholds, readings=readings, label_errors=label_errors)
+                       class_thresholds=thresholds, readings=readings, label_errors=label_errors,
+                       data_check=checked, metrics_without_data_issues=clean_metrics)
+
+
+def _data_check(dataset, data_check, progress: bool):
+    """The data check of the audited cells: made now, given, or none (``False``)."""
+    if data_check is False or data_check is None:
+        return None
+    from xcyto.data.health import DataCheck, check
+
+    if isinstance(data_check, DataCheck):
+        if data_check.paths != dataset.cell_ids:
+            raise DataError("the data check given is of other cells than the audited ones")
+        return data_check
+    return check(dataset, progress=progress)
 
 
 def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress) -> list[dict]:

@@ -39,6 +39,7 @@ AGREEMENT_GRID = 8
 ATYPICALITY_ONSET = 90.0
 
 KINDS = {
+    "data_issue": "data issue (not a model error)",
     "label_error": "likely label error",
     "disagreement": "model and label disagree",
     "atypical": "atypical cell",
@@ -173,15 +174,45 @@ def estimate_reading_precision(labels: np.ndarray, probabilities: np.ndarray, ne
             "readings_per_draw": read / repeats, "model_accuracy": float((predictions == labels).mean())}
 
 
+#: Data checks that make a case a data issue: the crop, not the model, is at fault. Duplicates say
+#: nothing of why a call went wrong; a morphology far from its class is evidence about the label,
+#: added to the case's reading.
+DATA_ISSUE_KINDS = ("cell", "image")
+
+
 def classify_case(*, given: str, predicted: str, runner_up: str, p_given: float, p_predicted: float,
                   label_error: bool, atypical: bool, neighbour_classes: list[str],
-                  reading_precision: float | None = None) -> tuple[str, str]:
+                  reading_precision: float | None = None, data_issues=()) -> tuple[str, str]:
     """``(kind, reading)``: which of ``KINDS`` the case is, and one line saying why.
+
+    ``data_issues``: the crop's :class:`xcyto.data.Issue` (blocking first). A crop with a data
+    issue is a ``data_issue`` case whatever the model did, and its reading starts with it: a
+    crop with no nucleus cannot tell whether the label or the model is wrong.
 
     ``label_error``: the cell passes :func:`label_error_readings`. It is read "likely label
     error" only when ``reading_precision`` (from :func:`estimate_reading_precision`) is at
     least ``MIN_READING_PRECISION``; otherwise "model and label disagree", with the estimate.
     """
+    from xcyto.data.health import CHECKS
+
+    found = [issue for issue in data_issues if CHECKS[issue.check].kind in DATA_ISSUE_KINDS]
+    if found:
+        _, model_reading = classify_case(given=given, predicted=predicted, runner_up=runner_up, p_given=p_given,
+                                         p_predicted=p_predicted, label_error=label_error, atypical=atypical,
+                                         neighbour_classes=neighbour_classes, reading_precision=reading_precision)
+        first = found[0]
+        if first.check == "no_nucleus":
+            head = "no nucleus in this crop: the label cannot be checked"
+        else:
+            head = f"data issue: {first.reason}"
+        others = "; also " + "; ".join(issue.title for issue in found[1:]) if len(found) > 1 else ""
+        return "data_issue", f"{head}{others}. Then: {model_reading}"
+    about_label = [issue for issue in data_issues if CHECKS[issue.check].kind == "label"]
+    if about_label:
+        kind, reading = classify_case(given=given, predicted=predicted, runner_up=runner_up, p_given=p_given,
+                                      p_predicted=p_predicted, label_error=label_error, atypical=atypical,
+                                      neighbour_classes=neighbour_classes, reading_precision=reading_precision)
+        return kind, f"{reading}; the data check agrees the label is doubtful: {about_label[0].reason}"
     k = len(neighbour_classes)
     like_predicted = sum(name == predicted for name in neighbour_classes)
     like_given = sum(name == given for name in neighbour_classes)

@@ -1,4 +1,4 @@
-"""``xcyto data``: look at a dataset, split it reproducibly, or generate synthetic cells."""
+"""``xcyto data``: look at a dataset, check its crops, split it reproducibly, or generate synthetic cells."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ from xcyto.errors import DataError
 
 EPILOG = """examples:
   xcyto data summary ../shared/data/herlev
+  xcyto data check ../shared/data/herlev --out herlev-check    # crops with no nucleus, blur, duplicates ...
   xcyto data summary ../shared/data/herlev --scheme binary
   xcyto data summary cells.csv                    # CSV manifest: path,label[,group]
   xcyto data split ../shared/data/herlev --out splits/herlev.csv --seed 0
@@ -38,7 +39,28 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_arguments(summary)
+    summary.add_argument("--no-health", action="store_true",
+                         help="skip the one-line data health check (segments every crop: about 40 s per 1,000)")
     summary.set_defaults(func=run_summary)
+
+    check = actions.add_parser(
+        "check", help="find crops with no nucleus, cut or off-centre nuclei, several cells, blur, duplicates ...",
+        description="Check every crop of a dataset before training on it, with no classifier: is there a\n"
+                    "nucleus, is it whole and centred, is there more than one cell, is the crop in focus,\n"
+                    "well exposed, of the collection's size, a duplicate of another, or far from its\n"
+                    "class's morphology? Writes issues.csv (path, check, score, threshold, reason), crops.csv\n"
+                    "(every crop's score under every check), summary.json and a self-contained report.html.",
+        epilog="examples:\n  xcyto data check ../shared/data/herlev --out herlev-check\n"
+               "  xcyto data check cells.csv --out cells-check --bundle runs/herlev/bundle   # + embedding duplicates\n"
+               "  xcyto data check cells.csv --out cells-check --checks no_nucleus,near_duplicate\n\n"
+               "checks:\n" + "\n".join(f"  {name:22s} {description}" for name, description in _check_lines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_source_arguments(check)
+    check.add_argument("--out", required=True, type=Path, help="folder to write the results to (replaced whole)")
+    check.add_argument("--checks", default=None, help="comma-separated checks to run (default: all)")
+    check.add_argument("--bundle", default=None, help="a trained bundle: its embeddings add near duplicates")
+    check.set_defaults(func=run_check)
 
     split = actions.add_parser(
         "split", help="write a stratified, group-aware split manifest (CSV) and print its hash",
@@ -89,10 +111,43 @@ def _load(args):
         return load_dataset(args.source, scheme=args.scheme, **({"layout": args.layout} if args.layout else {}))
 
 
+def _check_lines():
+    from xcyto.data.health import CHECKS
+
+    return [(name, check.title + (" (blocking)" if check.blocking else "")) for name, check in CHECKS.items()]
+
+
 def run_summary(args) -> int:
     from xcyto.data.summary import format_summary, summarize
 
-    print(format_summary(summarize(_load(args))))
+    dataset = _load(args)
+    print(format_summary(summarize(dataset)))
+    if not args.no_health:
+        from xcyto.data.health import check
+
+        result = check(dataset, progress=True)
+        line = result.health_line()
+        print(line + (f": run xcyto data check {args.source} --out DIR for each crop and why" if result.issues else ""))
+    return 0
+
+
+def run_check(args) -> int:
+    import time
+
+    from xcyto.data.health import check
+
+    dataset = _load(args)
+    started = time.perf_counter()
+    checks = [name.strip() for name in args.checks.split(",") if name.strip()] if args.checks else None
+    result = check(dataset, checks=checks, bundle=args.bundle, progress=True)
+    result.save(args.out, images=[sample.image for sample in dataset.samples])
+    counts = result.counts()
+    width = max(len(name) for name in counts)
+    print(f"checked {len(dataset)} crops in {time.perf_counter() - started:.1f} s")
+    for name, count in counts.items():
+        print(f"  {name:<{width}}  {count:>5}  ({count / len(dataset):.1%})")
+    print(result.health_line())
+    print(f"wrote {args.out}/issues.csv, crops.csv, summary.json and report.html")
     return 0
 
 

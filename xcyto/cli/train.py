@@ -133,9 +133,17 @@ def add_fit_options(parser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                         help="(default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
-                        help="class balancing: auto (a weighted loss when the largest class has 3 times the "
-                        "training cells of the smallest, else none), none, a weighted loss, or a weighted "
-                        "sampler (default %(default)s)")
+                        help="class balancing: auto (plain cross-entropy, then the validation cells choose "
+                        "between the raw logits and logits adjusted for the class shares: higher macro-F1 for "
+                        "at most 1 point of accuracy), none, a class-weighted loss, or a weighted sampler "
+                        "(default %(default)s)")
+    parser.add_argument("--exclude", default=defaults.exclude,
+                        help="crops left out of training, validation and test: data checks, comma-separated "
+                        "(see 'xcyto data check --help'), 'none', or a CSV with a 'path' column "
+                        "(default %(default)s)")
+    parser.add_argument("--data-check", default=defaults.data_check,
+                        help="auto (check every crop first; reused on resume), off, or a folder written by "
+                        "'xcyto data check' (default %(default)s)")
     parser.add_argument("--rotation", choices=ROTATIONS, default=defaults.rotation,
                         help="training rotations: any angle, the 8 dihedral views (exact), or none")
     parser.add_argument("--stain-jitter", type=float, default=defaults.stain_jitter,

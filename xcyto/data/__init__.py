@@ -1,6 +1,7 @@
 """Cell datasets: loading (any layout), splitting without leakage, and model input.
 
 ``load_dataset(path_or_name)`` returns a :class:`CellDataset` of :class:`CellSample`;
+``check(dataset)`` finds what is wrong with its crops (:mod:`xcyto.data.health`);
 ``train_val_test_split`` / ``kfold_split`` assign whole source groups; transforms turn
 a cell into the tensor a model reads. The transforms (and torch) are imported only
 when first used, so ``xcyto data summary`` starts fast.
@@ -20,6 +21,7 @@ from xcyto.data.splits import (
     train_val_test_split,
 )
 from xcyto.data.summary import DatasetSummary, format_summary, summarize
+from xcyto.data.health import DataCheck, Issue, check, check_image, load_check
 
 _TRANSFORM_NAMES = ("CellTorchDataset", "CellTransform", "PREPROCESSING", "eval_transform", "preprocess",
                     "train_transform", "IMAGENET_MEAN", "IMAGENET_STD")
@@ -31,6 +33,7 @@ __all__ = [
     "Split", "check_leakage", "kfold_split", "load_split_manifest", "save_split_manifest", "split_hash",
     "train_val_test_split",
     "DatasetSummary", "format_summary", "summarize",
+    "DataCheck", "Issue", "check", "check_image", "load_check",
     *_TRANSFORM_NAMES,
 ]
 

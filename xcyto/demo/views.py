@@ -42,8 +42,20 @@ def probabilities(explanation) -> dict[str, float]:
 def verdict_html(explanation) -> str:
     """The predicted class, its probability, the explained class and the atypicality warning."""
     e = explanation
-    parts = [f"<div class='xc-verdict'><span class='xc-predicted'>{_esc(e.predicted)}</span> "
-             f"<span class='xc-confidence'>calibrated probability {e.confidence:.2f}</span>"]
+    calibrated = "probability" if e.settings.get("calibration") in (None, "none") else "calibrated probability"
+    parts = []
+    if e.no_nucleus:
+        parts.append("<div class='xc-warning' role='alert'><b>No cell nucleus found in this image.</b> Nothing in it "
+                     "is as dark and compact as a stained nucleus: it may be empty background, debris or the edge of "
+                     "a cell. The class below is what the model answers for such an image, not a reading of a cell, "
+                     "and no nucleus is measured.</div>")
+    parts.append(f"<div class='xc-verdict'><span class='xc-predicted'>{_esc(e.predicted)}</span> "
+                 f"<span class='xc-confidence'>{calibrated} {e.confidence:.2f}</span>")
+    other_issues = [issue for issue in e.data_issues if issue.check != "no_nucleus"]
+    if other_issues:
+        parts.append("<div class='xc-warning'><b>Check the crop.</b> "
+                     + " ".join(f"{_esc(issue.reason[0].upper() + issue.reason[1:])}." for issue in other_issues)
+                     + "</div>")
     if e.settings.get("tta"):
         parts.append("<div class='xc-note'>Probability: the mean over the cell's 8 rotations and mirror images "
                      "(test-time augmentation); the heatmaps explain the cell as uploaded.</div>")
@@ -91,7 +103,10 @@ def morphology_markdown(morphology, class_name: str, other: str | None = None) -
     classes = [name for name in (class_name, other) if name]
     header = "| measured (segmented: nucleus red, cell green) | value | " + " | ".join(
         f"percentile among {_esc(name)} training cells" for name in classes) + " |"
-    lines = ["### The cell, measured", "", header, "|---|---:|" + "---:|" * len(classes)]
+    lines = ["### The cell, measured", ""]
+    if not getattr(morphology, "nucleus_found", True):
+        lines += ["**No nucleus found**: there is no nucleus to measure, so no nucleus measurements are shown.", ""]
+    lines += [header, "|---|---:|" + "---:|" * len(classes)]
     for name, value, unit, shares in morphology.key_rows(classes):
         lines.append(f"| {label(name)} | {value:.3g} {unit} | "
                      + " | ".join("-" if share is None else f"{share:.0f}" for share in shares) + " |")
@@ -211,17 +226,19 @@ def batch_rows(names: list[str], explanations: list, errors: dict[str, str], cla
     rows, found = [], iter(explanations)
     for name in names:
         if name in errors:
-            rows.append([name, "", None, None, None] + [None] * len(classes) + [errors[name]])
+            rows.append([name, "", None, None, None] + [None] * len(classes) + ["", errors[name]])
             continue
         e = next(found)
         rows.append([name, e.predicted, round(e.confidence, 4),
                      None if e.atypicality is None else round(e.atypicality, 1), e.atypical]
-                    + [round(e.probabilities[c], 4) for c in classes] + [""])
+                    + [round(e.probabilities[c], 4) for c in classes]
+                    + [";".join(issue.check for issue in e.data_issues), ""])
     return rows
 
 
 def batch_columns(classes: list[str]) -> list[str]:
-    return ["file", "predicted", "confidence", "atypicality", "atypical"] + [f"p({c})" for c in classes] + ["error"]
+    return (["file", "predicted", "confidence", "atypicality", "atypical"] + [f"p({c})" for c in classes]
+            + ["data_issues", "error"])
 
 
 def batch_html(names: list[str], explanations: list, errors: dict[str, str], colours: dict) -> str:
@@ -239,6 +256,8 @@ def batch_html(names: list[str], explanations: list, errors: dict[str, str], col
         overlay = f"<img src='{thumbnail_uri(first.overlay)}' alt='heatmap'/>" if first is not None else ""
         colour = "#%02x%02x%02x" % tuple(int(255 * c) for c in colours.get(e.predicted, (0.4, 0.4, 0.4))[:3])
         flag = "—" if e.atypical is None else ("<b class='xc-flag'>yes</b>" if e.atypical else "no")
+        if e.no_nucleus:
+            flag += " <b class='xc-flag'>no nucleus</b>"
         rows.append(f"<tr><td><img src='{thumbnail_uri(e.image)}' alt='cell'/></td><td>{overlay}</td>"
                     f"<td>{_esc(name)}</td><td><span class='xc-dot' style='background:{colour}'></span>"
                     f"{_esc(e.predicted)}</td><td>{e.confidence:.2f}</td><td>{flag}</td></tr>")

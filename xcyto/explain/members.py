@@ -95,6 +95,7 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
             settings=dict(common), source=names[index],
             embedding=None if embeddings[index] is None else np.asarray(embeddings[index]), timings_ms=timings,
             original=member_results[lead][index].original, morphology=member_results[lead][index].morphology,
+            data_issues=list(member_results[lead][index].data_issues),
             members={name: results[index] for name, results in zip(bundle.member_names, member_results)}))
     return explanations[0] if single else explanations
 

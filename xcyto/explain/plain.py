@@ -77,8 +77,14 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
     neighbour_started = time.perf_counter()
     found, nearest, atypical_scores, atypical_flags = neighbours_of(bundle, embedding, int(neighbours), len(arrays))
     neighbour_seconds = time.perf_counter() - neighbour_started
+    checks_started = time.perf_counter()
+    issues = data_issues_of(bundle, arrays, names)
+    checks_seconds = time.perf_counter() - checks_started
     morphology_started = time.perf_counter()
     morphologies = _morphologies(bundle, arrays) if morphology else [None] * len(arrays)
+    for cell, cell_issues in zip(morphologies, issues):
+        if cell is not None and any(issue.check == "no_nucleus" for issue in cell_issues):
+            cell.without_nucleus()  # never show measurements of a nucleus that is not there
     morphology_seconds = time.perf_counter() - morphology_started
 
     cells = len(arrays)
@@ -87,6 +93,7 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
         timings[method.name] = sum(r.seconds[method.name] for r in results) / cells * 1000
     timings["neighbours"] = neighbour_seconds / cells * 1000
     timings["morphology"] = morphology_seconds / cells * 1000
+    timings["data_checks"] = checks_seconds / cells * 1000
     timings["total"] = (time.perf_counter() - started) / cells * 1000
     timings = {key: round(value, 2) for key, value in timings.items()}
 
@@ -94,7 +101,8 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
     common = {
         "bundle_name": bundle.name, "bundle_sha256": bundle.sha256,
         "bundle_path": str(bundle.path) if bundle.path else None, "architecture": bundle.architecture,
-        "temperature": bundle.temperature, "input_size": bundle.input_size, "normalise": normalise,
+        "temperature": bundle.temperature, "calibration": bundle.calibration.method,
+        "input_size": bundle.input_size, "normalise": normalise,
         "display": "clip(max(raw, 0) / p99(|raw|), 0, 1)", "xcyto_version": __version__,
         "device": str(bundle.device), "seed": int(method_options.get("seed", 0)),
         "tta": "mean of the calibrated probabilities over the 8 dihedral views; the maps explain the view "
@@ -126,8 +134,18 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
             atypical=None if atypical_flags is None else bool(atypical_flags[index]),
             settings=settings, source=names[index],
             embedding=None if embedding is None else embedding[index].cpu().numpy(),
-            timings_ms=timings, original=arrays[index], morphology=morphologies[index]))
+            timings_ms=timings, original=arrays[index], morphology=morphologies[index], data_issues=issues[index]))
     return explanations[0] if single else explanations
+
+
+def data_issues_of(bundle, arrays: list[np.ndarray], names=None) -> list[list]:
+    """The data issues of each image (:func:`xcyto.data.check_image`), judged against the
+    bundle's training cells where it recorded them (focus, size and aspect are relative)."""
+    from xcyto.data import check_image
+
+    reference = (bundle.config.get("data_health") or {}).get("reference") or None
+    names = names or [""] * len(arrays)
+    return [check_image(array, reference=reference, path=str(name or "")) for array, name in zip(arrays, names)]
 
 
 def _recorded_checks(bundle, settings: dict) -> dict[str, dict[str, float]]:

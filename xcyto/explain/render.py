@@ -108,6 +108,8 @@ def plot_explanation(explanation, methods=None, max_neighbours: int = 8):
     axis.set_title("* explained class", fontsize=8)
 
     title = f"{Path(str(explanation.source)).name}: " if explanation.source and not str(explanation.source).startswith("image ") else ""
+    if explanation.no_nucleus:
+        title += "NO CELL NUCLEUS FOUND in this image; the model still answers "
     title += f"predicted {explanation.predicted} ({explanation.confidence:.2f}"
     title += ", mean of 8 rotated/flipped views)" if explanation.settings.get("tta") else ")"
     if explanation.target != explanation.predicted:
@@ -148,15 +150,18 @@ def morphology_lines(morphology, class_name: str, count: int = 4) -> str:
     """The first ``count`` key measurements, each placed among ``class_name``'s training cells."""
     from xcyto.morphology.analyse import KEY_FEATURES
 
-    names = [name for name in KEY_FEATURES if name in morphology.features][:count]
+    if not getattr(morphology, "nucleus_found", True):
+        return "no nucleus found: nothing to measure"
+    names = [name for name in KEY_FEATURES if np.isfinite(morphology.features.get(name, np.nan))][:count]
     return "\n".join(morphology.describe(name, class_name) for name in names)
 
 
 def explanation_html(explanation) -> str:
     """The figure as an embedded PNG and a small table (Jupyter's ``_repr_html_``)."""
     encoded = base64.b64encode(figure_png(explanation.plot())).decode("ascii")
-    rows = [("predicted", f"{explanation.predicted} ({explanation.confidence:.3f})"),
-            ("explained class", explanation.target)]
+    rows = [("data issues", explanation.data_warning)] if explanation.data_issues else []
+    rows += [("predicted", f"{explanation.predicted} ({explanation.confidence:.3f})"),
+             ("explained class", explanation.target)]
     rows += [(f"p({name})", f"{value:.3f}") for name, value in explanation.probabilities.items()]
     if explanation.atypicality is not None:
         rows.append(("atypicality", f"{explanation.atypicality:.3f}" + (" (atypical)" if explanation.atypical else "")))
@@ -170,7 +175,7 @@ def explanation_html(explanation) -> str:
         from xcyto.morphology.analyse import KEY_FEATURES
 
         for feature in KEY_FEATURES:
-            if feature in explanation.morphology.features:
+            if np.isfinite(explanation.morphology.features.get(feature, np.nan)):
                 rows.append((feature, explanation.morphology.describe(feature, explanation.predicted)))
     rows.append(("bundle", f"{explanation.settings.get('bundle_name')} "
                            f"(sha256 {str(explanation.settings.get('bundle_sha256'))[:12]})"))

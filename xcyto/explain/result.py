@@ -131,6 +131,20 @@ class Explanation:
     timings_ms: dict = field(default_factory=dict)
     original: np.ndarray | None = None
     morphology: object | None = None  # xcyto.morphology.Morphology: masks, features, percentiles
+    data_issues: list = field(default_factory=list)  # xcyto.data.Issue of the image, blocking ones first
+
+    @property
+    def no_nucleus(self) -> bool:
+        """The data checks found no cell nucleus: the class is the model's answer for whatever
+        else the image shows (background, debris, a cell's edge), not a reading of a cell."""
+        return any(issue.check == "no_nucleus" for issue in self.data_issues)
+
+    @property
+    def data_warning(self) -> str:
+        """One sentence on what is wrong with the image itself ("" when nothing is)."""
+        if self.no_nucleus:
+            return "no cell nucleus found in this image"
+        return "; ".join(issue.reason for issue in self.data_issues)
 
     def overlay_on_image(self, method: str) -> np.ndarray:
         """``method``'s display map blended over :attr:`original` (``H x W x 3`` uint8)."""
@@ -158,8 +172,9 @@ class Explanation:
         return self.heatmaps[method if method in self.heatmaps else get_method(method).name]
 
     def __repr__(self) -> str:
+        warning = f", data_issues={[issue.check for issue in self.data_issues]}" if self.data_issues else ""
         return (f"Explanation(predicted={self.predicted!r} ({self.confidence:.2f}), target={self.target!r}, "
-                f"methods={self.methods}, neighbours={len(self.neighbours)}, source={self.source!r})")
+                f"methods={self.methods}, neighbours={len(self.neighbours)}, source={self.source!r}{warning})")
 
     # -- rendering (render.py) ------------------------------------------------------------
     def plot(self, methods=None, max_neighbours: int = 8):
@@ -198,6 +213,8 @@ class Explanation:
             "settings": self.settings,
             "timings_ms": self.timings_ms,
             "morphology": None if self.morphology is None else self.morphology.to_dict(),
+            "data_issues": [issue.to_row() for issue in self.data_issues],
+            "no_nucleus": self.no_nucleus,
         }
         if arrays:
             out["image"] = self.image.tolist()

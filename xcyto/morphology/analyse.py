@@ -32,6 +32,17 @@ class Morphology:
     units: dict[str, str]
     settings: dict
     percentiles: dict[str, dict[str, float]] = field(default_factory=dict)
+    nucleus_found: bool = True
+
+    def without_nucleus(self) -> "Morphology":
+        """This cell with no nucleus: what depends on one is not measured (``nan``), never 0.
+        Used when the segmenter's region is not a nucleus (the data checks found none)."""
+        for name in NUCLEUS_FEATURES:
+            self.features[name] = float("nan")
+            self.percentiles.pop(name, None)
+        self.masks = CellMasks(nucleus=np.zeros_like(self.masks.nucleus), cell=self.masks.cell, method=self.masks.method)
+        self.nucleus_found = False
+        return self
 
     def place_among(self, training: np.ndarray, names: list[str], labels: np.ndarray, classes: list[str]) -> None:
         """Fill :attr:`percentiles` from the training cells' features ``(N, F)`` (columns ``names``)."""
@@ -66,7 +77,12 @@ class Morphology:
 
     def to_dict(self) -> dict:
         return {"features": dict(self.features), "units": dict(self.units), "settings": dict(self.settings),
-                "percentiles": {name: dict(values) for name, values in self.percentiles.items()}}
+                "percentiles": {name: dict(values) for name, values in self.percentiles.items()},
+                "nucleus_found": self.nucleus_found}
+
+
+#: Features that measure the nucleus (or need one): ``nan`` when there is no nucleus.
+NUCLEUS_FEATURES = tuple(name for name in FEATURES if name.startswith("nucleus") or name in ("nc_ratio", "perinuclear_halo"))
 
 
 def outlined(image: np.ndarray, masks: CellMasks) -> np.ndarray:
@@ -105,9 +121,10 @@ def analyse(image, method: str = "classical", microns_per_pixel: float | None = 
         masks = CellMasks(nucleus=_resize_mask(masks.nucleus, width, height), cell=_resize_mask(masks.cell, width, height),
                           method=masks.method)
     units = {name: unit_of(name, microns_per_pixel) for name in FEATURES}
-    return Morphology(masks=masks, features=features, units=units,
-                      settings={"segmenter": method, "working_size": working_size,
-                                "microns_per_pixel": microns_per_pixel})
+    found = Morphology(masks=masks, features=features, units=units,
+                       settings={"segmenter": method, "working_size": working_size,
+                                 "microns_per_pixel": microns_per_pixel})
+    return found if masks.nucleus.any() else found.without_nucleus()
 
 
 def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:

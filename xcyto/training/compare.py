@@ -38,7 +38,7 @@ METRICS = (("accuracy", "accuracy", "higher"), ("macro_f1", "macro-F1", "higher"
            ("train_seconds", "training time (s)", "lower"))
 #: Settings that may change between runs of one comparison without invalidating it
 #: (paths may be given relative or absolute; the fold manifests' content is checked instead).
-RUNTIME_SETTINGS = ("device", "amp", "num_workers", "out", "split_manifest")
+RUNTIME_SETTINGS = ("device", "amp", "num_workers", "out", "split_manifest", "data_check")
 ENSEMBLES = ("ensemble (equal)", "ensemble (fitted)")
 
 
@@ -156,6 +156,8 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     dataset = load_run_dataset(base)
     split = kfold_split(dataset, k=folds, seed=seed)
     _record_settings(out, base, folds, entries, manifest_text(dataset, split))
+    if base.data_check == "auto":  # the crops are checked once for every fold and model
+        base = replace(base, data_check=str(_check_once(out, dataset)))
     fold_manifests = [_fold_manifest(out, dataset, split, k, val_fraction, seed) for k in range(folds)]
 
     chosen = range(folds) if only_folds is None else sorted(set(int(k) for k in only_folds))
@@ -178,6 +180,19 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     board = leaderboard(results)
     write_leaderboard(out, results, board, title=f"{dataset.name}, {folds}-fold group-aware cross-validation")
     return Comparison(out=out, results=results, leaderboard=board)
+
+
+def _check_once(out: Path, dataset) -> Path:
+    """``OUT/data-check``: the data check every run of the comparison reads (made on first use)."""
+    from xcyto.data.health import check, load_check
+
+    folder = out / "data-check"
+    if (folder / "summary.json").is_file() and load_check(folder).paths == dataset.cell_ids:
+        return folder
+    result = check(dataset, progress=True)
+    result.save(folder, images=[sample.image for sample in dataset.samples])
+    print(result.health_line())
+    return folder
 
 
 def _record_settings(out: Path, base: TrainConfig, folds: int, entries: list[ModelEntry], folds_text: str) -> None:
@@ -325,6 +340,10 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             row = _row(entry.label, k, metrics["test"], metrics.get("train_seconds"), parameters[entry.label])
             row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
                        best_epoch=metrics.get("best_epoch"), epochs_run=metrics.get("epochs_run"))
+            balance = metrics.get("balance") or {}
+            raw = balance.get("test_if_raw") or {}
+            row.update(balance=balance.get("chosen"), accuracy_if_raw=raw.get("accuracy", row["accuracy"]),
+                       macro_f1_if_raw=raw.get("macro_f1", row["macro_f1"]))
             rows.append(row)
     for k in range(folds):
         path = out / MORPHOMETRY_DIR / f"fold-{k}" / "metrics.json"
@@ -356,7 +375,7 @@ def _row(model: str, fold: int, test: dict, seconds, parameters: int) -> dict:
             "macro_f1": test["macro_f1"], "binary_accuracy": read("accuracy"), "sensitivity": read("sensitivity"),
             "specificity": read("specificity"), "ece": test["ece_calibrated"], "train_seconds": seconds,
             "parameters": parameters, "val_accuracy": None, "val_macro_f1": None, "best_epoch": None,
-            "epochs_run": None}
+            "epochs_run": None, "balance": None, "accuracy_if_raw": None, "macro_f1_if_raw": None}
 
 
 def _parameter_count(bundle_path: Path) -> int:

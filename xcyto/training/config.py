@@ -56,6 +56,12 @@ class TrainConfig:
     num_workers: int | None = None  # None: 0 on small CPUs, more on GPUs
     max_steps_per_epoch: int | None = None  # for smoke runs
     gallery: bool = True
+    # Data health (xcyto.data.health): "auto" checks every crop before training (a saved check
+    # in the run folder is reused), "off" skips it, or a folder written by `xcyto data check`.
+    data_check: str = "auto"
+    # Crops left out of training, validation and test: checks (comma-separated), "none", or a
+    # CSV with a `path` column. No nucleus by default: such a crop says nothing of its label.
+    exclude: str = "no_nucleus"
 
     def validate(self) -> "TrainConfig":
         problems = []
@@ -83,6 +89,16 @@ class TrainConfig:
             problems.append("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             problems.append("val_fraction + test_fraction must leave cells to train on")
+        if self.exclude not in ("none", "") and not str(self.exclude).lower().endswith(".csv"):
+            from xcyto.data.health import CHECKS
+
+            unknown = [name for name in str(self.exclude).split(",") if name.strip() and name.strip() not in CHECKS]
+            if unknown:
+                problems.append(f"exclude: unknown checks {', '.join(unknown)} (choose from {', '.join(CHECKS)}, "
+                                "'none', or a CSV of paths)")
+            if self.data_check == "off":
+                problems.append("exclude needs the data checks: set data_check to 'auto' or a saved check, "
+                                "or exclude 'none'")
         if self.freeze_epochs < 0 or self.patience < 0:
             problems.append("freeze_epochs and patience must be >= 0")
         if problems:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import warnings
@@ -21,6 +21,7 @@ from xcyto.data.transforms import CellTorchDataset, eval_transform, train_transf
 from xcyto.errors import TrainingError
 from xcyto.models import get_spec
 from xcyto.training.config import TrainConfig
+from xcyto.training.health import check_run_data
 
 #: With ``image_size=None`` the input side follows the training cells: their median longer
 #: side, rounded to a multiple of 32, at least ``MIN_AUTO_SIZE`` and at most ``MAX_AUTO_SIZE``
@@ -28,9 +29,6 @@ from xcyto.training.config import TrainConfig
 #: 224 px crops, 160 px scored higher than 224 px on every cross-validation fold in half the time.
 MIN_AUTO_SIZE = 128
 MAX_AUTO_SIZE = 160
-#: ``balance="auto"``: a class-balanced loss when the largest class has this many times the
-#: training cells of the smallest.
-IMBALANCE_RATIO = 3.0
 #: Classes with fewer training cells than this get a warning: their metrics are noise.
 FEW_CELLS = 20
 
@@ -45,6 +43,7 @@ class RunData:
     split_sha256: str
     balance: str = "none"
     notes: tuple[str, ...] = ()
+    health: dict = field(default_factory=dict)  # the data check: counts, what was left out, reference
 
     @property
     def classes(self) -> list[str]:
@@ -102,6 +101,7 @@ class RunData:
             "n_test": int(len(self.split.test)),
             "split_seed": self.config.seed,
             "split_sha256": self.split_sha256,
+            "n_excluded": len(self.health.get("excluded", [])),
         }
 
 def data_source(config: TrainConfig) -> str:
@@ -124,19 +124,24 @@ def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: b
     else:
         fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
         split = train_val_test_split(dataset, fractions=fractions, seed=config.seed)
-    if len(split.train) == 0 or len(split.val) == 0:
-        raise TrainingError(f"the split of {config.data} leaves no training or no validation cells")
-    image_size, balance, notes = data_defaults(config, dataset, split)
-    # Every process derives the same hash from the same split; only the main one writes.
+    # Every process derives the same hash from the same split (as drawn); only the main one writes.
     sha = hashlib.sha256(manifest_text(dataset, split).encode("utf-8")).hexdigest()
+    if write and not (reuse_split and manifest.is_file()):
+        save_split_manifest(dataset, split, manifest)
+    health = check_run_data(config, dataset, split, run_dir, write)
+    split = health.apply(split)
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise TrainingError(f"the split of {config.data} leaves no training or no validation cells"
+                            + (f" once {len(health.excluded)} crops with data issues are left out (--exclude)"
+                               if health.excluded else ""))
+    image_size, balance, notes = data_defaults(config, dataset, split)
+    notes = [*health.notes, *notes]
     if write:
-        if not (reuse_split and manifest.is_file()):
-            save_split_manifest(dataset, split, manifest)
         write_json_atomic(run_dir / "settings.json", {"config": config.to_dict(), "split_sha256": sha,
                                                       "from_the_data": {"image_size": image_size, "balance": balance,
                                                                         "notes": list(notes)}})
     return RunData(dataset=dataset, split=split, config=config, image_size=image_size, split_sha256=sha,
-                   balance=balance, notes=tuple(notes))
+                   balance=balance, notes=tuple(notes), health=health.record)
 
 def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tuple[int, str, list[str]]:
     """``(image_size, balance, notes)``: the settings left to the data, decided from the
@@ -155,9 +160,11 @@ def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tu
     ratio = counts.max() / max(counts.min(), 1)
     balance = config.balance
     if balance == "auto":
-        balance = "loss" if ratio >= IMBALANCE_RATIO else "none"
-        notes.append(f"balance={balance}: the largest class has {ratio:.1f} times the training cells of the "
-                     f"smallest ({'at least' if balance == 'loss' else 'under'} {IMBALANCE_RATIO:g})")
+        # plain cross-entropy; the validation cells then choose whether to adjust the logits
+        # for the class shares (xcyto.training.balance)
+        balance = "none"
+        notes.append(f"balance=auto: plain cross-entropy (largest class {ratio:.1f} times the smallest); the "
+                     "validation cells then choose between raw logits and logits adjusted for the class shares")
     few = [f"{name} ({count})" for name, count in zip(dataset.classes, counts) if count < FEW_CELLS]
     if few:
         message = (f"few training cells in {', '.join(few)}: fewer than {FEW_CELLS}, so the model learns little "

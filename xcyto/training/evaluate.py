@@ -59,6 +59,13 @@ def cells_in_split(bundle: Bundle, dataset, split: str):
         return dataset, (f"all {count} cells of {name}: none of them is in the bundle's {SPLIT_FILE} (cells the "
                          f"model never saw, so no {split} split applies)")
     chosen = load_split_manifest(manifest, dataset)[split]
+    left_out = {entry["path"] for entry in (bundle.config.get("data_health") or {}).get("excluded", [])}
+    if left_out:  # crops the training left out for data issues are out of every side
+        kept = [i for i in chosen if dataset.cell_ids[i] not in left_out]
+        dropped = len(chosen) - len(kept)
+        if dropped:
+            return dataset.subset(kept), (f"the {len(kept)} {split} cells of {name} listed in {manifest} "
+                                          f"({dropped} left out for data issues, as in training)")
     return dataset.subset(chosen), f"the {len(chosen)} {split} cells of {name} listed in {manifest}"
 
 def select_split(bundle: Bundle, dataset, split: str):
@@ -128,7 +135,10 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
     """Classify image files; a CSV row per image with its probabilities, whether they average
     the 8 dihedral views (``tta``: the bundle's choice unless overridden) and, when the bundle
     has a gallery, how unlike the training cells it is (``atypicality`` percentile, ``atypical``
-    flag). Unreadable or too small images get an ``error`` and the rest go on."""
+    flag), and what the data checks find wrong with the image itself (``data_issues``: check
+    names joined by ``;``, ``no_nucleus`` first). Unreadable or too small images get an
+    ``error`` and the rest go on."""
+    from xcyto.data import check_image
     from xcyto.data.io import check_cell_size, read_image
     from xcyto.embedding.gallery import load_gallery
     from xcyto.errors import ImageError
@@ -144,9 +154,13 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
             rows.append({"path": str(path), "error": ""})
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
+    reference = (bundle.config.get("data_health") or {}).get("reference") or None
     for start in range(0, len(arrays), batch_size):
-        _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(arrays[start:start + batch_size]),
-                                                            tta=tta)
+        chunk = arrays[start:start + batch_size]
+        _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(chunk), tta=tta)
+        for row_index, array in zip(readable[start:start + batch_size], chunk):
+            issues = check_image(array, reference=reference, path=rows[row_index]["path"])
+            rows[row_index]["data_issues"] = ";".join(issue.check for issue in issues)
         probabilities = probabilities.cpu().numpy()
         if gallery is not None:
             scores, flags = gallery.atypicality(embeddings.cpu())
@@ -157,11 +171,16 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
             if gallery is not None:
                 rows[row_index].update(atypicality=f"{float(scores[offset]):.1f}", atypical=int(bool(flags[offset])))
     columns = ["path", "predicted", "confidence", "tta", *[f"p_{name}" for name in bundle.classes],
-               *(["atypicality", "atypical"] if gallery is not None else []), "error"]
+               *(["atypicality", "atypical"] if gallery is not None else []), "data_issues", "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
+    empty = [row["path"] for row in rows if "no_nucleus" in row.get("data_issues", "").split(";")]
+    if empty:
+        print(f"no cell nucleus found in {len(empty)} of {len(rows)} images (data_issues: no_nucleus): their class "
+              f"is the model's answer for background or debris, not a reading of a cell: {', '.join(empty[:5])}"
+              + (" ..." if len(empty) > 5 else ""), file=sys.stderr)
     if out:
         write_text_atomic(out, text.getvalue())
         print(f"wrote {len(rows)} predictions to {out}")

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from xcyto.training.config import TrainConfig
 from xcyto.training.data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
 from xcyto.calibration import choose_calibration
+from xcyto.training.balance import choose_prior_adjustment
 from xcyto.training.metrics import classification_metrics, headline_metrics, macro_f1
 
 CHECKPOINT = "checkpoint.pt"
@@ -230,18 +231,36 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     if (run_dir / BEST_WEIGHTS).is_file():
         model.load_state_dict(load_file(run_dir / BEST_WEIGHTS, device=str(device)))
     val_logits, val_labels = predict_logits(model, data.val_loader(device), device, autocast_dtype)
-    calibration = choose_calibration(val_logits, val_labels, seed=config.seed)
-    val_views = view_probabilities(model, data.val_loader(device), device, calibration, autocast_dtype)
-    tta = choose_tta(config.tta, calibration.probabilities(val_logits), val_views, val_labels, len(data.classes))
     evaluated = data.test_loader(device) or data.val_loader(device)
     test_logits, test_labels = predict_logits(model, evaluated, device, autocast_dtype)
-    test_views = view_probabilities(model, evaluated, device, calibration, autocast_dtype) if tta["enabled"] else None
+
+    def calibrated(prior):
+        """Calibration (on the logits plus ``prior``), the TTA choice and the metrics it gives."""
+        shifted = val_logits if prior is None else val_logits + prior
+        chosen = choose_calibration(shifted, val_labels, seed=config.seed)
+        chosen = replace(chosen, prior=None if prior is None else tuple(float(v) for v in prior))
+        val_views = view_probabilities(model, data.val_loader(device), device, chosen, autocast_dtype)
+        tta = choose_tta(config.tta, chosen.probabilities(val_logits), val_views, val_labels, len(data.classes))
+        test_views = view_probabilities(model, evaluated, device, chosen, autocast_dtype) if tta["enabled"] else None
+        return chosen, tta, {
+            "test": classification_metrics(test_logits, test_labels, data.classes, chosen, test_views),
+            "val": classification_metrics(val_logits, val_labels, data.classes, chosen,
+                                          val_views if tta["enabled"] else None)}
+
+    counts = np.bincount(data.train_labels, minlength=len(data.classes))
+    prior, balance = choose_prior_adjustment(val_logits, val_labels, counts)
+    balance["mode"] = config.balance
+    if config.balance != "auto":
+        prior = None  # measured for the record only
+        balance["chosen"] = f"balance={config.balance}"
+    calibration, tta, scored = calibrated(prior)
+    if prior is not None:  # what the raw logits would have given, for paired comparisons
+        balance["test_if_raw"] = headline_metrics(calibrated(None)[2]["test"])
     metrics = {
         "evaluated_on": "test" if data.test_loader(device) else "val",
-        "test": classification_metrics(test_logits, test_labels, data.classes, calibration, test_views),
-        "val": classification_metrics(val_logits, val_labels, data.classes, calibration,
-                                      val_views if tta["enabled"] else None),
+        **scored,
         "tta": tta,
+        "balance": balance,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_seconds": float(sum(len(data.train_indices) / max(e["images_per_second"], 1e-9) for e in state["history"])),
@@ -266,7 +285,9 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "cam_layer": spec.cam_layer(data.image_size),
         "embedding_layer": spec.embedding_layer,
         "training": {**config.to_dict(), "image_size": data.image_size, "balance": data.balance},
+        "balance": balance,
         "from_the_data": list(data.notes),
+        "data_health": data.health,
         "data": data.provenance(),
         "metrics": {"test": headline_metrics(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
     }
