@@ -213,3 +213,17 @@ def test_planted_herlev_problems_are_found(herlev_dataset, tmp_path):
         assert table[name]["recall"] >= 0.8, (name, table[name])
         assert table[name]["precision"] >= 0.8, (name, table[name])
     assert sum(row["clean_flagged"] for row in table.values() if row["check"] == "no_nucleus") <= 1
+
+
+def test_embeddings_add_duplicates_the_pixels_miss():
+    from xcyto.data.health._duplicates import MIN_EMBEDDING_COSINE, find_pairs
+
+    rng = np.random.default_rng(10)
+    embeddings = rng.normal(size=(5, 16))
+    embeddings[4] = embeddings[1] * 3.0 + 1e-4 * rng.normal(size=16)  # same direction: the same cell to the model
+    hashes = rng.integers(0, 2**63, size=(5, 8), dtype=np.int64).astype(np.uint64)  # pixels far apart
+    thumbs = np.zeros((5, 8, 4), np.float32)
+    pairs = find_pairs([f"md5-{i}" for i in range(5)], hashes, thumbs, embeddings)
+    assert [(p.first, p.second, p.kind) for p in pairs] == [(1, 4, "embedding")]
+    assert pairs[0].similarity >= MIN_EMBEDDING_COSINE
+    assert find_pairs([f"md5-{i}" for i in range(5)], hashes, thumbs) == []

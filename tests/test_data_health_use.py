@@ -140,3 +140,15 @@ def test_the_audit_reads_a_crop_with_no_nucleus_as_a_data_issue(tiny_bundle, tmp
     assert "read as data issues, not model errors" in written["report"].read_text()
     rows = list(csv.DictReader(open(written["cases"])))
     assert {row["cell_id"] for row in rows if row["data_issues"].startswith("no_nucleus")} == flagged
+
+
+def test_a_bundle_adds_its_embeddings_to_the_duplicate_search(tiny_bundle):
+    from xcyto.data import check
+    from xcyto.data.synthetic import make_dataset
+
+    dataset = make_dataset(n=12, seed=11, size=64)
+    dataset.samples.append(type(dataset.samples[0])(**{**dataset.samples[2].__dict__, "cell_id": "copy"}))
+    result = check(dataset, bundle=tiny_bundle, checks=["exact_duplicate", "near_duplicate"])
+    assert result.settings["bundle"] == str(tiny_bundle.path)
+    assert {(result.paths[p.first], result.paths[p.second], p.kind) for p in result.pairs if p.second == 12} == {
+        (dataset.samples[2].cell_id, "copy", "exact")}

@@ -134,7 +134,7 @@ def add_fit_options(parser) -> None:
                         help="(default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
                         help="class balancing: auto (plain cross-entropy, then the validation cells choose "
-                        "between the raw logits and logits adjusted for the class shares: higher macro-F1 for "
+                        "between the raw logits and logits adjusted for the class shares: a point more macro-F1 for "
                         "at most 1 point of accuracy), none, a class-weighted loss, or a weighted sampler "
                         "(default %(default)s)")
     parser.add_argument("--exclude", default=defaults.exclude,
