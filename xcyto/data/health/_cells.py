@@ -13,10 +13,11 @@ Herlev and synthetic cells) over every crop, batched:
    it by ``MIN_CONTRAST`` in optical density (summed over R, G and B, relative to the crop's
    brightest pixels), and at least ``MIN_AREA_SHARE`` of the crop. The segmenter alone answers
    "nucleus" on some empty, evenly tinted patches; the contrast test does not.
-4. Small, very dark, round blobs that lie inside a cell count as nuclei too (a superficial
-   cell's pyknotic nucleus can be 4 px across at the working size, below what the
-   segmenter resolves). The same blob on bare slide is debris: bacteria, specks, a
-   leukocyte's lobes.
+4. A small round blob much darker than the cytoplasm it lies on counts as a nucleus too (a
+   superficial cell's pyknotic nucleus can be 4 px across at the working size, below what
+   the segmenter resolves), looked for at a finer scale, when it stands out from every other
+   such blob: bacteria, specks and a leukocyte's lobes come in numbers, on bare slide or on
+   red blood cells (:func:`_pyknotic_blobs`).
 
 Positions and areas are reported as shares of the *whole* crop, flat bands included: a cell
 pushed into a corner by a padding band is off-centre for the model too.
@@ -24,6 +25,7 @@ pushed into a corner by a padding band is off-centre for the model too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -102,11 +104,6 @@ class CellFindings:
             return None
         return max(self.nuclei, key=lambda n: n.area_share * np.exp(-2.0 * n.offset))
 
-    def others_like_main(self, share: float = 0.4) -> list[Nucleus]:
-        """Nuclei other than the main one at least ``share`` of its size."""
-        main = self.main
-        return [n for n in self.nuclei if n is not main and n.area_share >= share * main.area_share] if main else []
-
 
 def flat_bands(image: np.ndarray) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)``: rows and columns of flat padding along each edge (each
@@ -152,15 +149,11 @@ def find_nuclei(images: list[np.ndarray], segmenter=None, batch_size: int = 32, 
     return findings
 
 
-_SHIPPED = []
-
-
+@lru_cache(maxsize=1)
 def _shipped_segmenter():
     from xcyto.morphology.learned import LearnedSegmenter
 
-    if not _SHIPPED:
-        _SHIPPED.append(LearnedSegmenter.load())
-    return _SHIPPED[0]
+    return LearnedSegmenter.load()
 
 
 def _prepare(image: np.ndarray) -> dict:

@@ -39,7 +39,7 @@ def render(result, images=None) -> str:
         rows.append(f"<tr><td><a href='#{name}'>{html.escape(check.title)}</a>"
                     f"{' <span class=blocking>blocking</span>' if check.blocking else ''}</td>"
                     f"<td><code>{name}</code></td><td class=n>{count}</td><td class=n>{count / max(total, 1):.1%}</td>"
-                    f"<td>{'&lt;' if check.flag_when == 'below' else '&ge;'} {check.threshold:g}</td>"
+                    f"<td>{'&lt;' if check.flag_when == 'below' else '&ge;'} {check.threshold:.3g}</td>"
                     f"<td class=muted>{html.escape(check.description)}</td></tr>")
     class_rows = []
     flagged_names = [name for name, count in counts.items() if count]
@@ -51,6 +51,7 @@ def render(result, images=None) -> str:
     sections = []
     for name in flagged_names:
         issues = [issue for issue in result.issues if issue.check == name]
+        same_reason = len({issue.reason for issue in issues}) == 1  # said once, above the cards
         cards = []
         for issue in issues[:SHOWN_PER_CHECK]:
             image = images[issue.index] if images is not None else _read(result.files[issue.index])
@@ -58,12 +59,14 @@ def render(result, images=None) -> str:
             cards.append(f"<div class=card title='{html.escape(issue.reason, quote=True)}'>"
                          f"<img alt='' src='{_thumbnail(image)}'><div class=p>{html.escape(issue.path)}</div>"
                          f"<div>{html.escape(label)} &middot; score {issue.score:.3g}</div>"
-                         f"<div class=muted>{html.escape(issue.reason)}</div></div>")
+                         + ("" if same_reason else f"<div class=muted>{html.escape(issue.reason)}</div>") + "</div>")
         more = (f"<p class=muted>and {len(issues) - SHOWN_PER_CHECK} more: every one is in issues.csv</p>"
                 if len(issues) > SHOWN_PER_CHECK else "")
         check = CHECKS[name]
-        sections.append(f"<h2 id='{name}'>{html.escape(check.title)} ({len(issues)})</h2>"
-                        f"<p class=muted>{html.escape(check.description)}</p><div class=grid>{''.join(cards)}</div>{more}")
+        said = f"<p><b>{html.escape(issues[0].reason[0].upper() + issues[0].reason[1:])}.</b></p>" if same_reason else ""
+        sections.append(f"<h2 id='{name}'>{html.escape(check.title)} ({len(issues)})</h2>{said}"
+                        f"<p class=muted>Measured: {html.escape(check.description)}.</p>"
+                        f"<div class=grid>{''.join(cards)}</div>{more}")
     settings = result.settings
     pairs_note = ""
     if result.pairs:

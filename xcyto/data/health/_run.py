@@ -17,6 +17,8 @@ from xcyto.errors import DataError
 ISSUE_COLUMNS = ("path", "check", "score", "threshold", "reason")
 ISSUES_FILE, SUMMARY_FILE, CROPS_FILE, REPORT_FILE = "issues.csv", "summary.json", "crops.csv", "report.html"
 FORMAT = "xcyto-data-check/1"
+#: Crops segmented together before their working images are dropped (memory stays flat).
+CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -187,14 +189,18 @@ def check(dataset, *, checks=None, bundle=None, progress: bool = False) -> DataC
     bar = _progress_bar(len(samples), progress)
     facts = [_image.image_facts(sample.image) for sample in samples]
     lap("image_facts")
-    findings = _cells.find_nuclei([sample.image for sample in samples], keep_images=True,
-                                  progress=bar.update if bar else None)
+    findings, measured = [], []
+    for start in range(0, len(samples), CHUNK):  # the working images of one chunk at a time
+        chunk = _cells.find_nuclei([sample.image for sample in samples[start:start + CHUNK]], keep_images=True,
+                                   progress=bar.update if bar else None)
+        for finding in chunk:
+            measured.append(_morphology.measurements(finding.image, finding.nucleus_mask, finding.cell_mask))
+            finding.image = finding.nucleus_mask = finding.cell_mask = None
+        findings += chunk
+    measured = np.array(measured).reshape(len(samples), len(_morphology.FEATURES))
     if bar:
         bar.close()
     lap("nuclei")
-    measured = np.array([_morphology.measurements(f.image, f.nucleus_mask, f.cell_mask) for f in findings])
-    for finding in findings:  # the working images are not needed any more
-        finding.image = finding.nucleus_mask = finding.cell_mask = None
     labels = np.asarray(dataset.labels)
     groups = [sample.group for sample in samples]
     embeddings = _embeddings(bundle, samples) if bundle is not None else None
