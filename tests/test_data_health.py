@@ -86,6 +86,25 @@ def test_two_cells_side_by_side_are_several_cells():
     assert "several" in next(i.reason for i in result.issues if i.check == "several_nuclei")
 
 
+def test_a_second_look_beyond_the_main_nucleus_finds_the_neighbour(herlev_dataset):
+    """The segmenter, taught on one-cell crops, marks one nucleus of two cells side by side; the
+    part of the crop beyond it, segmented on its own, shows the other."""
+    from xcyto.data.health._cells import find_nuclei
+    from xcyto.data.health._registry import other_nuclei
+
+    cells = [herlev_dataset[i].image for i in range(0, len(herlev_dataset), 37)][:24]
+    pairs = [side_by_side([cells[i], cells[i + 12]], 160) for i in range(12)]
+    once = find_nuclei(pairs, second_look=False)
+    twice = find_nuclei(pairs)
+    assert all(not finding.beside for finding in once)
+    seen_once = sum(bool(other_nuclei(f.nuclei, f.main)) for f in once)
+    seen_twice = sum(bool(other_nuclei(f.nuclei + f.beside, f.main)) for f in twice)
+    assert seen_twice >= seen_once + 2
+    for finding in twice:  # the second look adds nuclei beside the main one, never in its place
+        assert finding.main is None or all(abs(n.centre[1] - finding.main.centre[1]) > finding.main.extent[1]
+                                           for n in finding.beside)
+
+
 def test_exposure_focus_and_size_problems():
     cells = _cells(30, seed=4)
     crops = [_sample(cell.image, i % 2, f"cell-{i}") for i, cell in enumerate(cells[:20])]

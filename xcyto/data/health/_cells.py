@@ -1,8 +1,8 @@
 """What a crop shows as a cell: its nuclei, where they lie, whether the border cuts them.
 
 A crop is meant to hold one cell, nucleus near the middle. Everything the cell checks need
-comes from one pass of the learned segmenter (:mod:`xcyto.morphology`, a U-Net trained on
-Herlev and synthetic cells) over every crop, batched:
+comes from the learned segmenter (:mod:`xcyto.morphology`, a U-Net trained on Herlev and
+synthetic cells), one batched pass over every crop and a second over a part of some:
 
 1. Flat bands along the edges (padding added by whoever cropped the cells) are set aside, so
    a cell in a strip is seen at the size it has.
@@ -18,6 +18,10 @@ Herlev and synthetic cells) over every crop, batched:
    the segmenter resolves), looked for at a finer scale, when it stands out from every other
    such blob: bacteria, specks and a leukocyte's lobes come in numbers, on bare slide or on
    red blood cells (:func:`_pyknotic_blobs`).
+5. The segmenter learnt from single-cell crops and marks the nucleus of one cell. When the
+   main nucleus does not cover the crop's centre, the widest part of the crop beyond it is
+   segmented again on its own, so a neighbouring cell's nucleus is seen
+   (:attr:`CellFindings.beside`, read only by the check for several cells).
 
 Positions and areas are reported as shares of the *whole* crop, flat bands included: a cell
 pushed into a corner by a padding band is off-centre for the model too.
@@ -84,6 +88,22 @@ class Nucleus:
         shifts = [abs(c - 0.5) / max(0.5 - half, 0.05) for c, half in zip(self.centre, self.extent)]
         return float(min(max(shifts), 1.5))
 
+    @property
+    def gap(self) -> float:
+        """Distance from the crop's centre to its bounding box, in half-sides of the crop (0: the
+        centre is on it)."""
+        rows = max(0.0, abs(self.centre[0] - 0.5) - self.extent[0])
+        cols = max(0.0, abs(self.centre[1] - 0.5) - self.extent[1])
+        return float(np.hypot(rows, cols) / 0.5)
+
+    def moved(self, top: float, left: float, height: float, width: float) -> Nucleus:
+        """This nucleus of a window at ``(top, left)``, ``height x width`` (shares of a crop), in
+        that crop's shares."""
+        return Nucleus(area_share=self.area_share * height * width,
+                       centre=(top + self.centre[0] * height, left + self.centre[1] * width), cut=self.cut,
+                       contrast=self.contrast, found_by=self.found_by,
+                       extent=(self.extent[0] * height, self.extent[1] * width), solidity=self.solidity)
+
 
 @dataclass
 class CellFindings:
@@ -93,6 +113,7 @@ class CellFindings:
     nuclei: list[Nucleus]
     cell_share: float
     flat_bands: tuple[int, int, int, int]  # top, bottom, left, right (pixels of the crop)
+    beside: list[Nucleus] = field(default_factory=list)  # found by segmenting the crop beyond the main one
     image: np.ndarray | None = field(default=None, repr=False)
     nucleus_mask: np.ndarray | None = field(default=None, repr=False)
     cell_mask: np.ndarray | None = field(default=None, repr=False)
@@ -122,12 +143,13 @@ def flat_bands(image: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def find_nuclei(images: list[np.ndarray], segmenter=None, batch_size: int = 32, keep_images: bool = False,
-                progress=None) -> list[CellFindings]:
+                progress=None, second_look: bool = True) -> list[CellFindings]:
     """:class:`CellFindings` of each ``H x W x 3`` uint8 crop (one batched pass of the segmenter).
 
     ``segmenter``: a :class:`xcyto.morphology.learned.LearnedSegmenter` (default: the shipped one).
     ``keep_images``: keep the working-size image and masks in each finding (for morphometry).
     ``progress``: called with the number of crops done after each batch.
+    ``second_look``: segment the crop beyond an off-centre main nucleus again (step 5 above).
     """
     import torch
 
@@ -146,7 +168,59 @@ def find_nuclei(images: list[np.ndarray], segmenter=None, batch_size: int = 32, 
             findings.append(_findings(item, label_map, keep_images))
         if progress is not None:
             progress(len(prepared))
+    if second_look:
+        _look_beyond_main(images, findings, segmenter, batch_size)
     return findings
+
+
+#: The part of a crop segmented again must be at least this share of its side across.
+MIN_BEYOND = 0.3
+#: ... and keeps this share of the side away from the main nucleus's box.
+BEYOND_MARGIN = 0.02
+#: A nucleus found there counts when the segmenter found it and it is this much darker than its
+#: ring (pale cytoplasm seen alone can pass the looser ``MIN_CONTRAST``; the blob finder needs
+#: the whole crop to judge what stands out).
+BEYOND_CONTRAST = 0.5
+
+
+def _beyond(main: Nucleus) -> tuple[float, float, float, float] | None:
+    """``(top, left, height, width)`` in shares of the crop: the widest band of the crop beyond
+    the main nucleus's box on one side, or ``None`` when no side leaves room for a cell."""
+    (row, col), (half_height, half_width) = main.centre, main.extent
+    above, below = row - half_height - BEYOND_MARGIN, 1 - (row + half_height + BEYOND_MARGIN)
+    before, after = col - half_width - BEYOND_MARGIN, 1 - (col + half_width + BEYOND_MARGIN)
+    room, side = max((above, "above"), (below, "below"), (before, "before"), (after, "after"))
+    if room < MIN_BEYOND:
+        return None
+    return {"above": (0.0, 0.0, room, 1.0), "below": (1 - room, 0.0, room, 1.0),
+            "before": (0.0, 0.0, 1.0, room), "after": (0.0, 1 - room, 1.0, room)}[side]
+
+
+def _look_beyond_main(images, findings, segmenter, batch_size) -> None:
+    """Fill ``beside`` for the crops whose centre is not on the main nucleus."""
+    windows, crops, owners = [], [], []
+    for index, finding in enumerate(findings):
+        main = finding.main
+        window = _beyond(main) if main is not None and main.gap > 0 else None
+        if window is None:
+            continue
+        height, width = images[index].shape[:2]
+        top, left, rows, cols = window
+        r0, c0 = int(round(top * height)), int(round(left * width))
+        r1, c1 = max(r0 + 8, int(round((top + rows) * height))), max(c0 + 8, int(round((left + cols) * width)))
+        windows.append((r0 / height, c0 / width, (r1 - r0) / height, (c1 - c0) / width))
+        crops.append(np.ascontiguousarray(images[index][r0:r1, c0:c1]))
+        owners.append(index)
+    looked = find_nuclei(crops, segmenter, batch_size, second_look=False) if crops else []
+    for index, window, finding in zip(owners, windows, looked):
+        known = findings[index].nuclei
+        for nucleus in finding.nuclei:
+            if nucleus.found_by != "segmenter" or nucleus.contrast < BEYOND_CONTRAST:
+                continue
+            moved = nucleus.moved(*window)
+            if not any(abs(moved.centre[0] - n.centre[0]) <= n.extent[0] and abs(moved.centre[1] - n.centre[1])
+                       <= n.extent[1] for n in known):
+                findings[index].beside.append(moved)
 
 
 @lru_cache(maxsize=1)

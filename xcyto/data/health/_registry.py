@@ -30,7 +30,7 @@ class Table:
     darkest_density: np.ndarray
     grey_std: np.ndarray
     log_sharpness: np.ndarray
-    nuclei: list[list]  # per crop: its _cells.Nucleus list, largest first
+    nuclei: list[list]  # per crop: its _cells.Nucleus list (those found beyond the main one last)
     mains: list  # per crop: the main _cells.Nucleus or None
     repeats: dict = field(default_factory=dict)  # crop -> _duplicates.Pair with an earlier crop
     morphometry: np.ndarray | None = None  # (N, len(_morphology.FEATURES)), nan rows where no nucleus
@@ -77,13 +77,6 @@ def list_checks() -> list[str]:
 # -- cell checks ------------------------------------------------------------------------------
 def _main_or_nan(table: Table, value: Callable) -> np.ndarray:
     return np.array([np.nan if main is None else value(main) for main in table.mains], dtype=np.float64)
-
-
-def _gap(main) -> float:
-    """Distance from the crop's centre to the nucleus's box, in half-sides of the crop."""
-    rows = max(0.0, abs(main.centre[0] - 0.5) - main.extent[0])
-    cols = max(0.0, abs(main.centre[1] - 0.5) - main.extent[1])
-    return float(np.hypot(rows, cols) / 0.5)
 
 
 #: Another nucleus counts when it is whole, at least this share of the main one's area, and
@@ -133,7 +126,7 @@ register_check(Check(
 
 register_check(Check(
     "nucleus_off_centre", "nucleus far from the centre", "cell", threshold=0.25, flag_when="at least",
-    score=lambda t: _main_or_nan(t, lambda main: _gap(main) if main.cut < CUT_THRESHOLD else np.nan),
+    score=lambda t: _main_or_nan(t, lambda main: main.gap if main.cut < CUT_THRESHOLD else np.nan),
     reason=lambda t, i, s: (f"the nucleus lies {s:.2f} half-widths from the crop's centre: the crop may be centred on "
                             "something else, such as a neighbouring cell"),
     description="distance from the crop's centre to the main nucleus's box, in half-sides of the crop"))
@@ -141,7 +134,7 @@ register_check(Check(
 def _several_score(table: Table) -> np.ndarray:
     """Other whole nuclei, counted when the crop's centre is not on the main one: a crop centred on
     one nucleus is about that cell, whatever lies beside it."""
-    return np.array([np.nan if main is None else float(len(other_nuclei(nuclei, main))) if _gap(main) > 0 else 0.0
+    return np.array([np.nan if main is None else float(len(other_nuclei(nuclei, main))) if main.gap > 0 else 0.0
                      for nuclei, main in zip(table.nuclei, table.mains)])
 
 

@@ -247,7 +247,7 @@ def _table(paths, labels, classes, facts, findings) -> Table:
     return Table(paths=list(paths), labels=np.asarray(labels), classes=list(classes), height=column("height", int),
                  width=column("width", int), brightness=column("brightness"),
                  darkest_density=column("darkest_density"), grey_std=column("grey_std"),
-                 log_sharpness=column("log_sharpness"), nuclei=[f.nuclei for f in findings],
+                 log_sharpness=column("log_sharpness"), nuclei=[f.nuclei + f.beside for f in findings],
                  mains=[f.main for f in findings])
 
 
