@@ -85,3 +85,16 @@ def test_a_gain_within_noise_keeps_the_raw_logits():
     raw, adjusted = report["validation"]["raw"], report["validation"]["tau 1"]
     assert 0 < adjusted["macro_f1"] - raw["macro_f1"] < MIN_MACRO_F1_GAIN  # better, but within noise
     assert offsets is None and report["chosen"] == "raw"
+
+
+def test_the_weighted_training_is_kept_only_when_validation_prefers_it():
+    from xcyto.training.balance import choose_training, describe, worth_weighting
+
+    plain = {"accuracy": 0.62, "macro_f1": 0.59}
+    assert choose_training(plain, {"accuracy": 0.64, "macro_f1": 0.62})[0]  # better on both
+    assert not choose_training(plain, {"accuracy": 0.60, "macro_f1": 0.65})[0]  # costs 2 points of accuracy
+    assert not choose_training(plain, {"accuracy": 0.63, "macro_f1": 0.595})[0]  # half a point: noise
+    keep, record = choose_training(plain, {"accuracy": 0.64, "macro_f1": 0.62})
+    line = describe({"chosen": "balance=loss", "validation_cells": 130, "validation": {}, "training": record})
+    assert line.startswith("trained with class-weighted loss") and "0.620" in line
+    assert worth_weighting([60, 20]) and not worth_weighting([56, 20]) and worth_weighting([40, 0])

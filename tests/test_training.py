@@ -209,3 +209,36 @@ def test_input_size_and_balancing_come_from_the_training_cells():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an even dataset warns of nothing
         assert data_defaults(TrainConfig(balance="none"), _synthetic(300, 32), train_val_test_split(_synthetic(300, 32), seed=0))[1] == "none"
+
+
+def test_auto_on_uneven_classes_trains_a_weighted_loss_too_and_validation_chooses(tmp_path):
+    from PIL import Image
+
+    from xcyto.training.balance import choose_training
+
+    uneven = _synthetic(160, 48, drop_class=2, keep=10)  # 32 cells of four classes, 10 of one
+    for index, sample in enumerate(uneven.samples):
+        folder = tmp_path / "cells" / sample.class_name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sample.image).save(folder / f"cell-{index}.png")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning):
+        result = xcyto.train(**{**TINY_SETTINGS, "data": str(tmp_path / "cells"), "epochs": 2, "gallery": False,
+                                "data_check": "off", "exclude": "none", "out": str(out)})
+    weighted_dir = out / loop.WEIGHTED_RUN
+    plain = json.loads((weighted_dir.parent / "bundle" / "bundle.json").read_text())
+    weighted = json.loads((weighted_dir / "metrics.json").read_text())
+    assert (weighted_dir / "split.csv").read_text() == (out / "split.csv").read_text()  # same cells on each side
+    assert weighted["balance"]["mode"] == "loss"
+    balance = result.metrics["balance"]
+    training = balance["training"]
+    assert set(training["validation"]) == {"cross-entropy", "class-weighted loss"}
+    assert training["validation"]["class-weighted loss"] == {k: weighted["val"][k] for k in ("accuracy", "macro_f1")}
+    keep, _ = choose_training(training["validation"]["cross-entropy"], training["validation"]["class-weighted loss"])
+    assert training["chosen"] == ("class-weighted loss" if keep else "cross-entropy")
+    # the run's bundle and metrics hold the chosen training, and say so
+    assert plain["balance"] == balance == json.loads((out / "metrics.json").read_text())["balance"]
+    shipped = json.loads((weighted_dir / "bundle" / "bundle.json").read_text())["weights_sha256"]
+    assert (plain["weights_sha256"] == shipped) == keep
+    assert set(balance["test_by_training"]) == {"cross-entropy", "class-weighted loss"}
+    assert "test_if_balance_none" in balance

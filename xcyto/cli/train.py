@@ -133,9 +133,10 @@ def add_fit_options(parser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                         help="(default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
-                        help="class balancing: auto (plain cross-entropy, then the validation cells choose "
-                        "between the raw logits and logits adjusted for the class shares: a point more macro-F1 for "
-                        "at most 1 point of accuracy), none, a class-weighted loss, or a weighted sampler "
+                        help="class balancing: auto (plain cross-entropy, and also a class-weighted loss when the "
+                        "largest class has 3 times the cells of the smallest or more; the validation cells choose "
+                        "the training, then raw or prior-adjusted logits: a point more macro-F1 for at most 1 "
+                        "point of accuracy), none, a class-weighted loss, or a weighted sampler "
                         "(default %(default)s)")
     parser.add_argument("--exclude", default=defaults.exclude,
                         help="crops left out of training, validation and test: data checks, comma-separated "

@@ -341,7 +341,7 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             row.update(val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
                        best_epoch=metrics.get("best_epoch"), epochs_run=metrics.get("epochs_run"))
             balance = metrics.get("balance") or {}
-            raw = balance.get("test_if_raw") or {}
+            raw = balance.get("test_if_balance_none") or balance.get("test_if_raw") or {}
             row.update(balance=balance.get("chosen"), accuracy_if_raw=raw.get("accuracy", row["accuracy"]),
                        macro_f1_if_raw=raw.get("macro_f1", row["macro_f1"]))
             rows.append(row)

@@ -34,7 +34,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
-    balance: str = "auto"  # a class-balanced loss when classes are very uneven (see training.data)
+    balance: str = "auto"  # chosen on the validation cells (see training.balance)
     rotation: str = "any_angle"  # training augmentation: any angle, the 8 dihedral views, or none
     stain_jitter: float = 0.05  # sigma of the HED stain rescaling
     mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0: off

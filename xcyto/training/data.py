@@ -20,6 +20,7 @@ from xcyto.data.splits import Split, load_split_manifest, manifest_text, save_sp
 from xcyto.data.transforms import CellTorchDataset, eval_transform, train_transform
 from xcyto.errors import TrainingError
 from xcyto.models import get_spec
+from xcyto.training.balance import worth_weighting
 from xcyto.training.config import TrainConfig
 from xcyto.training.health import check_run_data
 
@@ -163,8 +164,13 @@ def data_defaults(config: TrainConfig, dataset: CellDataset, split: Split) -> tu
         # plain cross-entropy; the validation cells then choose whether to adjust the logits
         # for the class shares (xcyto.training.balance)
         balance = "none"
-        notes.append(f"balance=auto: plain cross-entropy (largest class {ratio:.1f} times the smallest); the "
-                     "validation cells then choose between raw logits and logits adjusted for the class shares")
+        if worth_weighting(counts):
+            notes.append(f"balance=auto: plain cross-entropy, then the same run with a class-weighted loss (largest "
+                         f"class {ratio:.1f} times the smallest); the validation cells choose between the two "
+                         "trainings, and between raw logits and logits adjusted for the class shares")
+        else:
+            notes.append(f"balance=auto: plain cross-entropy (largest class {ratio:.1f} times the smallest); the "
+                         "validation cells then choose between raw logits and logits adjusted for the class shares")
     few = [f"{name} ({count})" for name, count in zip(dataset.classes, counts) if count < FEW_CELLS]
     if few:
         message = (f"few training cells in {', '.join(few)}: fewer than {FEW_CELLS}, so the model learns little "

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from xcyto.atomic import atomic_path, write_json_atomic
+from xcyto.atomic import atomic_dir, atomic_path, write_json_atomic
 from xcyto.bundle import Bundle
 from xcyto.errors import TrainingError
 from xcyto.models import create, get_spec
@@ -37,7 +37,7 @@ from xcyto.training.config import TrainConfig
 from xcyto.training.data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training.distributed import DistContext, init_distributed, pick_device, shutdown_distributed
 from xcyto.calibration import choose_calibration
-from xcyto.training.balance import choose_prior_adjustment
+from xcyto.training.balance import choose_prior_adjustment, choose_training, worth_weighting
 from xcyto.training.metrics import classification_metrics, headline_metrics, macro_f1
 
 CHECKPOINT = "checkpoint.pt"
@@ -119,9 +119,59 @@ def train(config: TrainConfig | None = None, resume: bool = False, **settings) -
     device_type = "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     context = init_distributed(device_type if config.device != "cpu" else "cpu")
     try:
-        return _train(config, run_dir, resume, context)
+        result = _train(config, run_dir, resume, context)
+        if config.balance == "auto" and worth_weighting(result.metrics["balance"]["class_counts"]):
+            result = _weighted_too(config, run_dir, context, result)
+        return result
     finally:
         shutdown_distributed(context)
+
+
+#: Where ``balance="auto"`` trains its class-weighted alternative, inside the run folder.
+WEIGHTED_RUN = "balance-loss"
+
+
+def _weighted_too(config: TrainConfig, run_dir: Path, context: DistContext, plain: TrainResult) -> TrainResult:
+    """``balance="auto"`` on uneven classes: the same run (seed, split, excluded crops) with a
+    class-weighted loss in ``<run>/balance-loss``; the validation cells choose which training
+    the run's bundle and metrics hold (:func:`xcyto.training.balance.choose_training`)."""
+    weighted_dir = run_dir / WEIGHTED_RUN
+    check = run_dir / "data-check"
+    weighted_config = replace(config, balance="loss", out=str(weighted_dir), split_manifest=str(run_dir / SPLIT_FILE),
+                              data_check=str(check) if (check / "summary.json").is_file() else config.data_check)
+    if context.is_main:
+        print(f"balance=auto: the same run with a class-weighted loss -> {weighted_dir}")
+    weighted = _train(weighted_config, weighted_dir, (weighted_dir / "settings.json").is_file(), context)
+    keep, record = choose_training(plain.metrics["val"], weighted.metrics["val"])
+    chosen = weighted if keep else plain
+    balance = dict(plain.metrics["balance"] if not keep else weighted.metrics["balance"])
+    # for paired comparisons: each training's test figures, and what --balance none gives
+    balance.update(mode="auto", training=record,
+                   test_by_training={"cross-entropy": headline_metrics(plain.metrics["test"]),
+                                     "class-weighted loss": headline_metrics(weighted.metrics["test"])},
+                   test_if_balance_none=plain.metrics["balance"].get("test_if_raw")
+                   or headline_metrics(plain.metrics["test"]))
+    if keep:
+        balance["chosen"] = "balance=loss"
+    metrics = {**chosen.metrics, "balance": balance}
+    bundle = chosen.bundle
+    bundle.config["balance"] = balance
+    if context.is_main:
+        if keep:  # the run's bundle becomes the weighted one (its gallery and split with it)
+            with atomic_dir(run_dir / "bundle") as staging:
+                shutil.copytree(weighted_dir / "bundle", staging, dirs_exist_ok=True)
+            shutil.copyfile(weighted_dir / "confusion_matrix.png", run_dir / "confusion_matrix.png")
+        config_path = run_dir / "bundle" / "bundle.json"
+        write_json_atomic(config_path, {**json.loads(config_path.read_text()), "balance": balance})
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        test = metrics["test"]
+        print(f"balance=auto: kept the {record['chosen']} training (validation macro-F1 "
+              f"{record['validation']['cross-entropy']['macro_f1']:.3f} with cross-entropy, "
+              f"{record['validation']['class-weighted loss']['macro_f1']:.3f} with the weighted loss); "
+              f"{metrics['evaluated_on']}: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}")
+    context.barrier()
+    bundle.path = run_dir / "bundle"
+    return TrainResult(run_dir=run_dir, bundle=bundle, metrics=metrics, history=chosen.history)
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContext) -> TrainResult:
