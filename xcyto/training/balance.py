@@ -39,6 +39,14 @@ RULE = (f"adjusted for the class shares when that raises validation macro-F1 by 
         f"accuracy (tau tried: {', '.join(map(str, TAUS))})")
 
 
+def beats(candidate: dict, baseline: dict) -> bool:
+    """The rule of both choices: ``candidate`` (``accuracy``, ``macro_f1`` on the validation
+    cells) gains at least ``MIN_MACRO_F1_GAIN`` of macro-F1 and loses at most
+    ``MAX_ACCURACY_LOSS`` of accuracy against ``baseline``."""
+    return (candidate["macro_f1"] >= baseline["macro_f1"] + MIN_MACRO_F1_GAIN - 1e-9
+            and candidate["accuracy"] >= baseline["accuracy"] - MAX_ACCURACY_LOSS - 1e-9)
+
+
 def prior_offsets(class_counts, tau: float) -> np.ndarray:
     """``-tau * log(share)`` per class: added to the logits, it moves decisions towards rare classes."""
     counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
@@ -62,8 +70,7 @@ def choose_prior_adjustment(logits: np.ndarray, labels: np.ndarray, class_counts
     for tau in taus:
         measured = scores(logits + prior_offsets(class_counts, tau))
         options[f"tau {tau:g}"] = measured
-        if (measured["macro_f1"] >= raw["macro_f1"] + MIN_MACRO_F1_GAIN - 1e-9 and measured["macro_f1"] > best["macro_f1"]
-                and measured["accuracy"] >= raw["accuracy"] - MAX_ACCURACY_LOSS - 1e-9):
+        if beats(measured, raw) and measured["macro_f1"] > best["macro_f1"]:
             best_tau, best = tau, measured
     report = {"chosen": "raw" if best_tau is None else "prior-adjusted", "tau": best_tau,
               "class_counts": [int(c) for c in class_counts], "validation_cells": int(len(labels)),
@@ -85,8 +92,7 @@ def worth_weighting(class_counts) -> bool:
 def choose_training(plain: dict, weighted: dict) -> tuple[bool, dict]:
     """``(keep_weighted, record)`` from the two trainings' validation figures (each a dict with
     ``accuracy`` and ``macro_f1``, at their chosen logits, calibration and TTA)."""
-    keep = (weighted["macro_f1"] >= plain["macro_f1"] + MIN_MACRO_F1_GAIN - 1e-9
-            and weighted["accuracy"] >= plain["accuracy"] - MAX_ACCURACY_LOSS - 1e-9)
+    keep = beats(weighted, plain)
     figures = {name: {"accuracy": float(v["accuracy"]), "macro_f1": float(v["macro_f1"])}
                for name, v in (("cross-entropy", plain), ("class-weighted loss", weighted))}
     return keep, {"chosen": "class-weighted loss" if keep else "cross-entropy", "validation": figures,
