@@ -96,7 +96,7 @@ def main() -> None:
     import torch
     from gradio_client import Client, handle_file
 
-    from xcyto.demo.browser import free_port
+    from tools.demo_browser import free_port
     from xcyto.explain import explain, resolve_bundle
 
     image = str(args.image)

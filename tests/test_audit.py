@@ -290,7 +290,7 @@ def test_cli_audit_bad_data_is_one_clear_line(tiny_bundle, tmp_path, capsys):
 
 # -- in a browser -----------------------------------------------------------------------------------
 def test_report_in_chromium_loads_every_image_and_filters_by_class_pair(planted_audit, tmp_path):
-    from xcyto.audit.browser import CHROMIUM, check_report
+    from tools.audit_browser import CHROMIUM, check_report
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")

@@ -124,7 +124,7 @@ def demo(tiny_bundle, examples):
 def server(demo):
     """The app on a free loopback port, in a thread; small upload limit to test it."""
     from xcyto.demo.app import launch
-    from xcyto.demo.browser import free_port
+    from tools.demo_browser import free_port
 
     port = free_port()
     blocks = launch(demo, port=port, quiet=True, max_file_size="300kb")
@@ -340,7 +340,7 @@ def test_default_bundle_resolves_and_loads_when_shipped():
 
 # -- the page in a browser ---------------------------------------------------------------------------
 def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp_path):
-    from xcyto.demo.browser import CHROMIUM, explain_example
+    from tools.demo_browser import CHROMIUM, explain_example
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
@@ -362,7 +362,7 @@ def two_models(demo, tmp_path_factory):
     from xcyto.bundle import Bundle
     from xcyto.data.synthetic import generate_cell
     from xcyto.demo.app import Demo, launch
-    from xcyto.demo.browser import free_port
+    from tools.demo_browser import free_port
 
     folder = tmp_path_factory.mktemp("two-models")
     torch.manual_seed(0)
@@ -397,7 +397,7 @@ def test_the_model_menu_routes_every_request_to_its_model(two_models, examples):
 
 
 def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_path):
-    from xcyto.demo.browser import CHROMIUM, explain_example
+    from tools.demo_browser import CHROMIUM, explain_example
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
@@ -425,7 +425,7 @@ def test_the_demo_starts_on_real_herlev_cells(tmp_path):
     """`make demo` serves the shipped bundles, the Herlev one first, with held-out real cells
     as examples; in Chromium an example gets a Herlev class, its heatmaps and its measurements."""
     from xcyto.demo.app import Demo, launch
-    from xcyto.demo.browser import CHROMIUM, explain_example, free_port
+    from tools.demo_browser import CHROMIUM, explain_example, free_port
     from xcyto.demo.cli import example_files, shipped_bundles
 
     shipped = shipped_bundles()

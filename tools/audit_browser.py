@@ -1,6 +1,6 @@
 """Open an audit report in headless Chromium: the browser test and the README screenshot.
 
-    python -m xcyto.audit.browser audit-herlev/report.html --out docs/images/audit_report.png
+    python tools/audit_browser.py audit-herlev/report.html --out docs/images/audit_report.png
 
 Checks that every image decoded, that the class-pair filter shows exactly the cards of
 the chosen pair, and collects console errors and any request leaving the file.
@@ -8,10 +8,13 @@ the chosen pair, and collects console errors and any request leaving the file.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xcyto.demo.browser import CHROMIUM, watched_page  # noqa: F401  (CHROMIUM: for callers)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: tools/ is a package of the repo
+
+from tools.demo_browser import CHROMIUM, watched_page  # noqa: E402,F401  (CHROMIUM: for callers)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Drive the demo page in headless Chromium: the browser test and the README screenshot.
 
-    python -m xcyto.demo.browser --out docs/images/demo.png      # shipped bundle, port chosen freely
+    python tools/demo_browser.py --out docs/images/demo.png      # shipped bundle, port chosen freely
 
 Uses Playwright's Python API with the system Chromium (``/usr/bin/chromium``; Playwright's
 own browser download is not needed). :func:`explain_example` loads the page, clicks an
