@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 import xcyto
-from xcyto.data.synthetic import make_dataset
+from xcyto.data import make_dataset
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = dict(
@@ -47,7 +47,7 @@ def build_demo_gallery(bundle_path: Path) -> None:
     """The training cells' embeddings, small thumbnails, and the PCA and UMAP maps."""
     from xcyto.data import load_dataset
     from xcyto.embedding import build_gallery
-    from xcyto.training.evaluate import select_split
+    from xcyto.training import select_split
 
     bundle = xcyto.load(bundle_path)
     cells = load_dataset(bundle.config["data"]["source"])

@@ -23,7 +23,7 @@ from xcyto.card import write_card
 from xcyto.cli import main as xcyto_cli
 from xcyto.data import load_dataset
 from xcyto.embedding import build_gallery
-from xcyto.training.evaluate import select_split
+from xcyto.training import select_split
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = dict(seed=0)  # everything else: xcyto train's defaults

@@ -2,7 +2,7 @@
 
     make artifacts            # or: python artifacts/build_segmenter.py [--data DIR]
 
-A small U-Net (``xcyto.morphology.learned``) learns nucleus and cell from the Herlev cells of
+A small U-Net (``xcyto.morphology._learned``) learns nucleus and cell from the Herlev cells of
 the training split of the shipped Herlev bundle (group-aware 70/15/15 by source image,
 seed 0), whose masks come from the 40 px Herlev copy matched cell by cell onto the 224 px
 one, and from synthetic cells with exact masks. Dice is measured on the Herlev cells of
@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 
 from xcyto.data import load_dataset
-from xcyto.data.match import transfer_masks
-from xcyto.data.splits import train_val_test_split
-from xcyto.morphology.learned import CONFIG_FILE, LearnedSegmenter, dice_scores, train_segmenter
-from xcyto.morphology.segment import segment
+from xcyto.data import transfer_masks
+from xcyto.data import train_val_test_split
+from xcyto.morphology._learned import CONFIG_FILE, LearnedSegmenter, dice_scores, train_segmenter
+from xcyto.morphology import segment
 
 HERE = Path(__file__).resolve().parent
 SYNTHETIC_TRAIN = "synthetic:n=600,size=128,seed=31"

@@ -18,7 +18,7 @@ import numpy as np
 
 import xcyto
 from xcyto.audit import audit
-from xcyto.audit.run import AUDIT_MAX_STEPS
+from xcyto.audit._run import AUDIT_MAX_STEPS
 from xcyto.data import load_dataset
 from xcyto.explain import default_bundle_path, explain
 

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xcyto.data import CellDataset, check, load_dataset  # noqa: E402
+from xcyto.data import CellDataset, load_dataset  # noqa: E402
+from xcyto.data.health import check  # noqa: E402
 from xcyto.morphology import segment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 SERVER = """
 import sys
 sys.path.insert(0, {repo!r})
-from xcyto.demo.app import Demo, launch
+from xcyto.demo import Demo, launch
 demo = Demo({bundle!r}, map_method={map_method!r})
 if demo.maps is not None:
     demo.maps.wait()  # time requests, not the first fit of a UMAP map

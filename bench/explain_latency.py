@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xcyto.explain import explain_batch, get_method  # noqa: E402
-from xcyto.explain.context import Context  # noqa: E402
+from xcyto.explain import Context  # noqa: E402
 from xcyto.models import create, get_layer, get_spec  # noqa: E402
 
 FLOOR_PASSES = {"gradcam": 1, "gradcampp": 1, "hirescam": 1, "layercam": 1, "saliency": 1, "guided_gradcam": 2}
@@ -165,9 +165,9 @@ def bench_end_to_end(args, device) -> None:
     gradients until they add up, 8 neighbours), on real cells when a Herlev bundle is at
     hand, against the floor of the same cell: the forward+backward passes its IG used (and
     one for Grad-CAM) on the bare model, timed right after it."""
-    from xcyto.data.io import read_image
+    from xcyto.data import read_image
     from xcyto.explain import explain
-    from xcyto.explain.api import default_bundle_path, resolve_bundle
+    from xcyto.explain import default_bundle_path, resolve_bundle
 
     candidates = []
     herlev = Path(__file__).resolve().parents[1] / "artifacts" / "herlev-bundle"

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from xcyto.data import load_dataset
-from xcyto.data.synthetic import CLASSES, make_dataset
+from xcyto.data._synthetic import CLASSES, make_dataset
 from xcyto.plotting import plt, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def show(axis, rows: dict[str, list[np.ndarray]], title: str):
 def main() -> None:
     synthetic, herlev = synthetic_rows(), herlev_rows()
     synthetic_images = {name: [c.image for c in cells] for name, cells in synthetic.items()}
-    panels = [(synthetic_images, "synthetic (xcyto.data.synthetic), 5 SIPaKMeD classes")]
+    panels = [(synthetic_images, "synthetic (xcyto.data._synthetic), 5 SIPaKMeD classes")]
     if herlev:
         panels.append(({name: [c.image for c in cells] for name, cells in herlev.items()},
                        "real: Herlev, 7 classes (resized to the same tile)"))

@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xcyto.data.io import read_image  # noqa: E402
+from xcyto.data import read_image  # noqa: E402
 from xcyto.explain import default_bundle_path, explain, resolve_bundle  # noqa: E402
 from xcyto.morphology import analyse  # noqa: E402
-from xcyto.morphology.learned import preferred_segmenter  # noqa: E402
+from xcyto.morphology import preferred_segmenter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from xcyto.embedding.search import NeighbourIndex
+from xcyto.embedding import NeighbourIndex
 
 
 def make_gallery(n: int, dim: int, n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

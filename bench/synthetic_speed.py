@@ -20,8 +20,8 @@ from pathlib import Path
 
 import cv2
 
-from xcyto.data.io import read_image
-from xcyto.data.synthetic import make_dataset
+from xcyto.data import read_image
+from xcyto.data import make_dataset
 
 TARGET_AT_128 = 500
 

@@ -19,9 +19,9 @@ import torch
 
 from xcyto import models
 from xcyto.training import TrainConfig
-from xcyto.training import loop
-from xcyto.training.data import prepare_data
-from xcyto.training.distributed import DistContext
+from xcyto.training import _loop as loop
+from xcyto.training._data import prepare_data
+from xcyto.training._distributed import DistContext
 
 
 def bare_images_per_second(model_name, batch_size, image_size, steps, device) -> float:

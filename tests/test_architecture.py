@@ -1,10 +1,15 @@
-"""The package's import graph has no cycles: every module only imports modules below it.
+"""The package's shape: its import graph has no cycles, and each sub-package's ``__init__`` is
+its contract.
 
 Imports inside functions count too: a function-level import that points back up is the
-same circle, only hidden (bundle -> ensemble -> bundle, explain -> ensemble -> explain).
+same circle, only hidden (bundle -> ensemble -> bundle, explain -> ensemble -> explain); a
+function-level import of another sub-package's private module is the same reach-in.
 """
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 import xcyto
 
@@ -96,7 +101,86 @@ def test_bundles_and_ensembles_answer_through_one_interface():
     for name in ("predict_batch", "predict_cells"):
         assert getattr(EnsembleBundle, name) is getattr(Bundle, name)  # shared, not re-implemented
     assert EnsembleBundle.predict_probabilities is not Bundle.predict_probabilities  # each member's own views
-    for module in ("training/evaluate.py", "audit/run.py", "explain/members.py", "embedding/place.py",
-                   "embedding/embed.py", "card.py", "demo/app.py"):
+    for module in ("training/_evaluate.py", "audit/_run.py", "explain/_members.py", "embedding/_place.py",
+                   "embedding/_embed.py", "card.py", "demo/_app.py"):
         text = (PACKAGE / module).read_text()
         assert "forward_head(" not in text and "forward_embedding(" not in text, module
+
+
+def sub_packages() -> list[str]:
+    """Every package below ``xcyto`` itself: ``xcyto.data``, ``xcyto.data.health``, ..."""
+    return sorted(".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
+                  if p.parent != PACKAGE)
+
+
+def reach_ins(module: str, source: str) -> list[str]:
+    """The imports in ``source`` (module ``module``) of a private part of a package ``module``
+    is not inside: ``from xcyto.explain._plain import x`` or ``from xcyto.explain import _plain``
+    outside ``xcyto.explain``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            targets = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            if parts[0] != "xcyto":
+                continue
+            private = next((i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")), None)
+            if private is None or private == len(parts) - 1 and isinstance(node, ast.ImportFrom) and not (
+                    PACKAGE.parent.joinpath(*parts).with_suffix(".py").exists() or PACKAGE.parent.joinpath(*parts).is_dir()):
+                continue  # a private *name* of a public module is that module's own business
+            owner = ".".join(parts[:private])
+            if not (module == owner or module.startswith(owner + ".")):
+                found.append(f"{module}:{node.lineno} imports {target}")
+    return found
+
+
+def test_modules_of_sub_packages_are_private():
+    """A sub-package's ``__init__`` is its API; every other module in it is internal and says so."""
+    public = [f"{package}.{path.stem}" for package in sub_packages()
+              for path in PACKAGE.parent.joinpath(*package.split(".")).glob("*.py")
+              if not path.stem.startswith("_")]
+    assert public == []
+
+
+def test_code_outside_a_sub_package_imports_only_its_init():
+    found = [hit for name, path in module_names().items() for hit in reach_ins(name, path.read_text())]
+    assert found == []
+
+
+def test_a_reach_in_is_found_even_inside_a_function():
+    source = "from xcyto.explain import explain\ndef f():\n    from xcyto.explain._plain import gallery_for\n"
+    assert reach_ins("xcyto.audit._run", source) == ["xcyto.audit._run:3 imports xcyto.explain._plain.gallery_for"]
+    assert reach_ins("xcyto.explain._api", source) == []  # inside its own package
+    assert reach_ins("xcyto.demo._app", "from xcyto.morphology import _learned") == [
+        "xcyto.demo._app:1 imports xcyto.morphology._learned"]
+
+
+@pytest.mark.parametrize("package", sub_packages())
+def test_every_public_name_resolves(package):
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+
+
+def test_one_name_one_meaning():
+    """A name two packages export is the same object in both (no two unrelated ``Calibration``)."""
+    seen: dict[str, tuple[str, object]] = {}
+    clashes = []
+    for package in ["xcyto", *sub_packages(), "xcyto.bundle", "xcyto.ensemble", "xcyto.calibration", "xcyto.card"]:
+        module = importlib.import_module(package)
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for name in names:
+            value = getattr(module, name)
+            if not (isinstance(value, type) or callable(value)) or isinstance(value, type(importlib)):
+                continue
+            if name == "main":  # each command line's entry point (``xcyto``, ``demo/app.py``)
+                continue
+            if name in seen and seen[name][1] is not value:
+                clashes.append(f"{name}: {seen[name][0]} and {package}")
+            seen.setdefault(name, (package, value))
+    assert clashes == []

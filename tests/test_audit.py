@@ -11,7 +11,7 @@ import torch
 
 import xcyto
 from xcyto.audit import audit
-from xcyto.audit import scores as S
+from xcyto.audit import _scores as S
 from xcyto.cli import main as cli_main
 from xcyto.data import load_dataset
 from xcyto.errors import DataError
@@ -127,7 +127,7 @@ def test_neighbours_in_class_are_the_most_similar_cells_of_that_class(demo_bundl
 
 
 def test_search_class_reads_only_that_class_and_copes_with_an_empty_one():
-    from xcyto.embedding.search import NeighbourIndex
+    from xcyto.embedding import NeighbourIndex
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((40, 8)).astype(np.float32)
@@ -308,7 +308,7 @@ def test_report_in_chromium_loads_every_image_and_filters_by_class_pair(planted_
 def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle):
     """Not only on the shipped bundle: the session's small CNN, trained minutes ago. Three of
     its confidently right held-out cells get a wrong label; they lead the audit."""
-    from xcyto.cli.embedding import load_cells
+    from xcyto.cli._embedding import load_cells
 
     cells, _ = load_cells(tiny_bundle, "synthetic", "test")
     probabilities = tiny_bundle.probabilities(tiny_bundle.predict_logits(
@@ -327,7 +327,7 @@ def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle
         assert case.morphology is not None and set(case.morphology_probabilities) == set(tiny_bundle.classes)
         expected = 1 - case.morphology_probabilities[case.predicted]
         assert case.signals["morphology_disagreement"] == pytest.approx(expected, abs=1e-3)
-    from xcyto.audit.report import render_html
+    from xcyto.audit._report import render_html
 
     page = render_html(result)
     assert page.count('<table class="morphology">') == len(result.cases) and "measurements alone:" in page
@@ -335,7 +335,7 @@ def test_planted_label_errors_rank_first_on_a_freshly_trained_bundle(tiny_bundle
 
 def test_auditing_and_evaluating_new_data_use_every_cell_and_say_so(tiny_bundle, tmp_path, capsys):
     """A folder of cells the bundle never saw (none in its split.csv): every cell is used."""
-    from xcyto.data.synthetic import write_sipakmed_layout
+    from xcyto.data import write_sipakmed_layout
 
     folder = write_sipakmed_layout(tmp_path / "new-cells", n=25, seed=99, size=64)
     out = tmp_path / "report"

@@ -3,7 +3,7 @@ import numpy as np
 from scipy.special import softmax
 
 from xcyto.calibration import Calibration, choose_calibration
-from xcyto.training.balance import MAX_ACCURACY_LOSS, MIN_MACRO_F1_GAIN, choose_prior_adjustment, prior_offsets
+from xcyto.training._balance import MAX_ACCURACY_LOSS, MIN_MACRO_F1_GAIN, choose_prior_adjustment, prior_offsets
 
 
 def _logits_biased_against_rare(rng, n_common=300, n_rare=20, bias=1.5):
@@ -88,13 +88,13 @@ def test_a_gain_within_noise_keeps_the_raw_logits():
 
 
 def test_the_weighted_training_is_kept_only_when_validation_prefers_it():
-    from xcyto.training.balance import choose_training, describe, worth_weighting
+    from xcyto.training._balance import choose_training, describe_balance, worth_weighting
 
     plain = {"accuracy": 0.62, "macro_f1": 0.59}
     assert choose_training(plain, {"accuracy": 0.64, "macro_f1": 0.62})[0]  # better on both
     assert not choose_training(plain, {"accuracy": 0.60, "macro_f1": 0.65})[0]  # costs 2 points of accuracy
     assert not choose_training(plain, {"accuracy": 0.63, "macro_f1": 0.595})[0]  # half a point: noise
     keep, record = choose_training(plain, {"accuracy": 0.64, "macro_f1": 0.62})
-    line = describe({"chosen": "balance=loss", "validation_cells": 130, "validation": {}, "training": record})
+    line = describe_balance({"chosen": "balance=loss", "validation_cells": 130, "validation": {}, "training": record})
     assert line.startswith("trained with class-weighted loss") and "0.620" in line
     assert worth_weighting([60, 20]) and not worth_weighting([56, 20]) and worth_weighting([40, 0])

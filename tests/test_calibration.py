@@ -7,7 +7,7 @@ from scipy.special import softmax
 
 from xcyto.calibration import (MIN_CELLS, TEMPERATURE_BOUNDS, Calibration, choose_calibration,
                                expected_calibration_error, fit_temperature, fit_vector)
-from xcyto.training.metrics import classification_metrics
+from xcyto.training import classification_metrics
 
 
 def _planted(n: int, temperature: float, classes: int = 5, seed: int = 0):

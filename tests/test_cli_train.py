@@ -34,7 +34,7 @@ def test_evaluate_on_the_bundles_own_data_and_test_split(tiny_run, tmp_path, cap
 
 
 def test_predict_writes_probabilities_and_reports_unreadable_files(tiny_bundle, tmp_path):
-    from xcyto.data.synthetic import make_dataset
+    from xcyto.data import make_dataset
 
     cells = make_dataset(3, seed=11, size=64)
     paths = []
@@ -85,7 +85,7 @@ def test_every_command_has_help_with_examples(capsys):
 
 
 def test_tta_can_be_switched_on_or_off_for_one_run(tiny_bundle, tmp_path):
-    from xcyto.data.synthetic import make_dataset
+    from xcyto.data import make_dataset
 
     image = make_dataset(1, seed=12, size=64).samples[0].image
     Image.fromarray(image).save(tmp_path / "cell.png")
@@ -114,9 +114,9 @@ def test_models_lists_every_registered_architecture(capsys):
 
 
 def test_a_bundle_made_elsewhere_finds_its_data_under_xcyto_data(tiny_bundle, tmp_path, monkeypatch):
-    from xcyto.data.synthetic import write_sipakmed_layout
+    from xcyto.data import write_sipakmed_layout
     from xcyto.errors import DataError
-    from xcyto.training.evaluate import training_data
+    from xcyto.training import training_data
 
     moved = tiny_bundle.config["data"]
     elsewhere = dict(tiny_bundle.config, data={**moved, "source": "/nowhere/on/this/machine/cells"})

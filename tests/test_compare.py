@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from xcyto.data import load_dataset
-from xcyto.data.splits import check_leakage, cross_validation_fold, kfold_split
+from xcyto.data import check_leakage, cross_validation_fold, kfold_split
 from xcyto.errors import TrainingError
-from xcyto.training import loop
-from xcyto.training.compare import compare, leaderboard, parse_models
+from xcyto.training import _loop as loop
+from xcyto.training._compare import compare, leaderboard, parse_models
 
 DATA = "synthetic:n=80,size=32,seed=0"  # 4 source groups per class
 SETTINGS = dict(val_fraction=0.4, image_size=32, epochs=2, batch_size=16, lr=3e-3, backbone_lr_mult=1.0, patience=0,
@@ -129,7 +129,7 @@ def test_only_some_folds_train_first_and_the_rest_later(tmp_path):
 
 
 def test_the_morphometric_baseline_joins_the_leaderboard(tmp_path):
-    from xcyto.training.compare import MORPHOMETRY
+    from xcyto.training._compare import MORPHOMETRY
 
     result = compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, morphometry=True, only_folds=[0],
                      **SETTINGS)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xcyto.data import CellDataset, CellSample, check, check_image, load_check
+from xcyto.data import CellDataset, CellSample
+from xcyto.data.health import check, check_image, load_check
 from xcyto.data.health import BLOCKING, CHECKS
-from xcyto.data.synthetic import CLASSES, generate_cell, make_dataset
+from xcyto.data._synthetic import CLASSES, generate_cell, make_dataset
 from xcyto.errors import DataError
 from tools.dirty_herlev import drawn_background, side_by_side
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import xcyto
-from xcyto.data.synthetic import generate_cell
+from xcyto.data import generate_cell
 from xcyto.errors import TrainingError
 from tools.dirty_herlev import drawn_background
 
@@ -59,7 +59,7 @@ def test_training_leaves_out_crops_with_no_nucleus(cells_with_empty_crops, tmp_p
     with open(tmp_path / "run" / "split.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 68
     from xcyto.data import load_dataset
-    from xcyto.training.evaluate import cells_in_split
+    from xcyto.training import cells_in_split
 
     everything = load_dataset(data)
     test, note = cells_in_split(result.bundle, everything, "test")
@@ -84,8 +84,8 @@ def test_bad_exclusions_are_refused_before_any_work(tmp_path):
 
 
 def test_explain_predict_and_the_demo_say_no_nucleus(tiny_bundle, tmp_path):
-    from xcyto.demo import views
-    from xcyto.training.evaluate import predict_command
+    from xcyto.demo import _views as views
+    from xcyto.training import predict_command
 
     rng = np.random.default_rng(3)
     empty = drawn_background(rng, 96)[0]
@@ -143,8 +143,8 @@ def test_the_audit_reads_a_crop_with_no_nucleus_as_a_data_issue(tiny_bundle, tmp
 
 
 def test_a_bundle_adds_its_embeddings_to_the_duplicate_search(tiny_bundle):
-    from xcyto.data import check
-    from xcyto.data.synthetic import make_dataset
+    from xcyto.data.health import check
+    from xcyto.data import make_dataset
 
     dataset = make_dataset(n=12, seed=11, size=64)
     dataset.samples.append(type(dataset.samples[0])(**{**dataset.samples[2].__dict__, "cell_id": "copy"}))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xcyto.data.io import MAX_PIXELS, ProblemLog, DataWarning, read_image, to_rgb_uint8
+from xcyto.data._io import MAX_PIXELS, ProblemLog, DataWarning, read_image, to_rgb_uint8
 from xcyto.errors import ImageError
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 from fixtures import (SIPAKMED_CLASSES, cell_image, circle, make_class_tree, make_herlev_tree,
                       make_sipakmed_tree, write_contour)
 from xcyto.data import DataWarning, detect_layout, list_layouts, load_dataset
-from xcyto.data.herlev import decode_herlev_mask, herlev_group
-from xcyto.data.sipakmed import read_contour
+from xcyto.data._herlev import decode_herlev_mask, herlev_group
+from xcyto.data._sipakmed import read_contour
 from xcyto.errors import DataError
 
 

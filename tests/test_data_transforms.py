@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from fixtures import cell_image, make_sipakmed_tree
 from xcyto.data import load_dataset
-from xcyto.data.transforms import (PREPROCESSING, CellTorchDataset, StainJitter, background_colour,
+from xcyto.data._transforms import (PREPROCESSING, CellTorchDataset, StainJitter, background_colour,
                                    eval_transform, preprocess, train_transform)
 from xcyto.errors import DataError
 
@@ -157,7 +157,7 @@ def test_real_herlev_masks_follow_transforms(herlev_masks_root):
 
 def test_dihedral_augmentation_gives_exact_symmetries_of_the_cell():
     from xcyto.bundle import dihedral_views
-    from xcyto.data.transforms import eval_transform, train_transform
+    from xcyto.data import eval_transform, train_transform
 
     image = (np.random.default_rng(3).random((40, 40, 3)) * 255).astype(np.uint8)
     plain = eval_transform(32)(image)

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xcyto.data.schemes import ABNORMAL, NORMAL
-from xcyto.demo.cell_info import CELL_INFO, DISCLAIMER, RISK_LEVELS, cell_info
+from xcyto.data._schemes import ABNORMAL, NORMAL
+from xcyto.demo._cell_info import CELL_INFO, DISCLAIMER, RISK_LEVELS, cell_info
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["gradcam"]
@@ -28,8 +28,8 @@ FAST = ["gradcam"]
 
 # -- what the page says about cell types (no model needed) ------------------------------------------
 def test_every_known_class_is_described_with_a_risk_consistent_with_the_label_scheme():
-    from xcyto.data.herlev import BINARY_CLASSES
-    from xcyto.data.sipakmed import SIPAKMED_CLASSES
+    from xcyto.data._herlev import BINARY_CLASSES
+    from xcyto.data._sipakmed import SIPAKMED_CLASSES
 
     herlev = ["normal_superficiel", "normal_intermediate", "normal_columnar", "light_dysplastic",
               "moderate_dysplastic", "severe_dysplastic", "carcinoma_in_situ"]
@@ -46,7 +46,7 @@ def test_every_known_class_is_described_with_a_risk_consistent_with_the_label_sc
         assert cell_info(name.lower().replace("-", "_")) is CELL_INFO[name], name
     assert [cell_info(name).risk for name in bethesda] == ["normal", "low-grade", "low-grade", "high-grade",
                                                            "high-grade", "high-grade"]
-    from xcyto.data.schemes import abnormal_flags
+    from xcyto.data import abnormal_flags
 
     for name in ABNORMAL | NORMAL:  # every name the 2-class metrics know is described, consistently
         assert cell_info(name) is not None, name
@@ -81,7 +81,7 @@ def test_a_missing_bundle_is_a_clear_exit_not_a_traceback(tmp_path):
 def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
     from types import SimpleNamespace
 
-    from xcyto.demo.views import verdict_html
+    from xcyto.demo._views import verdict_html
 
     cell = dict(predicted="Parabasal", target="Parabasal", probabilities={"Parabasal": 0.8, "Metaplastic": 0.2},
                 confidence=0.8, settings={"tta": None}, data_issues=[], no_nucleus=False)
@@ -100,7 +100,7 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> list[Path]:
     """Two held-out synthetic cells, named like the shipped examples (``<Class>-<i>.png``)."""
-    from xcyto.data.synthetic import generate_cell
+    from xcyto.data import generate_cell
 
     folder = tmp_path_factory.mktemp("examples")
     paths = []
@@ -113,7 +113,7 @@ def examples(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def demo(tiny_bundle, examples):
-    from xcyto.demo.app import Demo
+    from xcyto.demo import Demo
 
     app = Demo(tiny_bundle, examples=examples, map_method="pca", fit_map_in_background=False)
     yield app
@@ -123,7 +123,7 @@ def demo(tiny_bundle, examples):
 @pytest.fixture(scope="module")
 def server(demo):
     """The app on a free loopback port, in a thread; small upload limit to test it."""
-    from xcyto.demo.app import launch
+    from xcyto.demo import launch
     from tools.demo_browser import free_port
 
     port = free_port()
@@ -322,9 +322,9 @@ def test_default_bundle_resolves_and_loads_when_shipped():
     path = default_bundle_path()
     if not (path / "bundle.json").is_file():
         pytest.skip(f"no shipped demo bundle at {path} (build it with 'make artifacts')")
-    from xcyto.demo.app import Demo
-    from xcyto.demo.cli import default_examples, example_files
-    from xcyto.demo.views import is_synthetic
+    from xcyto.demo import Demo
+    from xcyto.demo import default_examples, example_files
+    from xcyto.demo._views import is_synthetic
 
     demo = Demo(path, map_method="pca", fit_map_in_background=False)
     try:
@@ -360,8 +360,8 @@ def two_models(demo, tmp_path_factory):
     CNN), each with its own examples, served on one page with a Model menu."""
     from xcyto import models
     from xcyto.bundle import Bundle
-    from xcyto.data.synthetic import generate_cell
-    from xcyto.demo.app import Demo, launch
+    from xcyto.data import generate_cell
+    from xcyto.demo import Demo, launch
     from tools.demo_browser import free_port
 
     folder = tmp_path_factory.mktemp("two-models")
@@ -411,7 +411,7 @@ def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_pat
 
 
 def test_shipped_bundles_stay_small():
-    from xcyto.demo.cli import shipped_bundles
+    from xcyto.demo import shipped_bundles
 
     shipped = shipped_bundles()
     if not shipped:
@@ -424,9 +424,9 @@ def test_shipped_bundles_stay_small():
 def test_the_demo_starts_on_real_herlev_cells(tmp_path):
     """`make demo` serves the shipped bundles, the Herlev one first, with held-out real cells
     as examples; in Chromium an example gets a Herlev class, its heatmaps and its measurements."""
-    from xcyto.demo.app import Demo, launch
+    from xcyto.demo import Demo, launch
     from tools.demo_browser import CHROMIUM, explain_example, free_port
-    from xcyto.demo.cli import example_files, shipped_bundles
+    from xcyto.demo import example_files, shipped_bundles
 
     shipped = shipped_bundles()
     labels = list(shipped)

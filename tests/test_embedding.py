@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw
 
 import xcyto
 from xcyto.cli import main as cli_main
-from xcyto.cli.embedding import load_cells
+from xcyto.cli._embedding import load_cells
 from xcyto.embedding import build_gallery, embed, embed_cells, false_flag_rate, load_gallery
-from xcyto.embedding.gallery import _open
-from xcyto.embedding.search import NeighbourIndex
+from xcyto.embedding._gallery import _open
+from xcyto.embedding import NeighbourIndex
 from xcyto.errors import BundleError, EmbeddingError
 
 
@@ -201,7 +201,7 @@ def test_non_cells_are_flagged_and_held_out_cells_mostly_not(tiny, gallery, held
 def test_calibration_uses_leave_one_out_neighbours_and_a_shrinkage_gaussian(gallery):
     from sklearn.covariance import LedoitWolf
 
-    from xcyto.embedding.atypicality import calibrate
+    from xcyto.embedding._atypicality import calibrate
 
     index = gallery.index
     calibration = calibrate(index)  # on the training cells themselves

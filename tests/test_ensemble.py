@@ -166,7 +166,7 @@ def test_embedding_space_serves_the_audit_and_a_gallery_of_its_own(pair, cells, 
 def test_demo_accepts_an_ensemble(pair, cells, tmp_path):
     from PIL import Image
 
-    from xcyto.demo.app import Demo
+    from xcyto.demo import Demo
 
     make_ensemble(pair).save(tmp_path / "e")
     demo = Demo(tmp_path / "e", fit_map_in_background=False)

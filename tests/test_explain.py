@@ -15,7 +15,7 @@ import xcyto
 from xcyto.embedding import load_gallery
 from xcyto.errors import ExplainError, ImageError
 from xcyto.explain import Explanation, explain
-from xcyto.explain import api
+from xcyto.explain import _api as api
 
 from tests.test_explain_support import CLASSES, cell, tiny_bundle_path, untrained_bundle_path
 
@@ -218,7 +218,7 @@ def test_explanation_renders_saves_and_serialises(one, tmp_path):
 
 
 def test_overlay_blends_the_colormap_in_proportion_to_the_display_value(one):
-    from xcyto.explain.render import OVERLAY_OPACITY, colormap_table, overlay_batch
+    from xcyto.explain._render import OVERLAY_OPACITY, colormap_table, overlay_batch
 
     image = torch.from_numpy(one.image)[None]
     display = torch.zeros(1, 48, 48)
@@ -253,7 +253,7 @@ def test_neighbours_and_atypicality_come_from_the_gallery():
 
 @pytest.mark.parametrize("height, width", [(60, 52), (30, 90), (48, 48)])
 def test_maps_on_the_image_as_given_drop_the_padding(bundle, height, width):
-    from xcyto.data.transforms import fit_box
+    from xcyto.data import fit_box
 
     image = cell(1, size=(height, width))
     one = explain(image, bundle, methods=["gradcam", "integrated_gradients"], **QUICK)

@@ -20,7 +20,7 @@ from xcyto.explain import (
     register_method,
     unregister_method,
 )
-from xcyto.explain.context import Context
+from xcyto.explain import Context
 from xcyto.models import create, get_layer
 
 FAST = {"steps": 8, "samples": 4, "window": 8, "stride": 8}
@@ -393,14 +393,14 @@ def test_auto_steps_stop_at_once_on_a_smooth_model_and_spend_their_points_where_
 
 
 def test_completeness_error_is_judged_against_a_floor_when_the_output_barely_moves():
-    from xcyto.explain.gradients import OUTPUT_FLOOR, relative_completeness_error
+    from xcyto.explain._gradients import OUTPUT_FLOOR, relative_completeness_error
 
     errors = relative_completeness_error(np.array([0.148, 0.1]), np.array([0.002, 2.0]))
     np.testing.assert_allclose(errors, [0.148 / OUTPUT_FLOOR, 0.05])
 
 
 def test_folded_copy_matches_the_model_and_follows_its_weights(small_cnn, images):
-    from xcyto.models.fold import fold_batch_norms, pass_model
+    from xcyto.models._fold import fold_batch_norms, pass_model
 
     folded, count = fold_batch_norms(small_cnn)
     assert count == 4 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())

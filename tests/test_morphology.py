@@ -109,8 +109,8 @@ def test_concepts_recover_what_defines_the_synthetic_classes(demo_bundle):
     Superficial-Intermediate large with a small pyknotic nucleus, Koilocytotic with a clear
     perinuclear halo. The concept analysis of the model trained on them must find that."""
     from xcyto.data import load_dataset
-    from xcyto.morphology.baseline import feature_table
-    from xcyto.morphology.concepts import concept_scores
+    from xcyto.morphology import feature_table
+    from xcyto.morphology import concept_scores
 
     cells = load_dataset("synthetic:n=200,size=112,seed=77")
     report = concept_scores(demo_bundle, cells.samples, feature_table(cells.samples), list_features(), runs=6,
@@ -132,7 +132,7 @@ def test_concepts_and_segment_commands_write_their_tables(tiny_bundle, tmp_path,
     from PIL import Image
 
     from xcyto.cli import main
-    from xcyto.data.synthetic import generate_cell
+    from xcyto.data import generate_cell
 
     bundle = shutil.copytree(tiny_bundle.path, tmp_path / "bundle")
     out = tmp_path / "concepts"

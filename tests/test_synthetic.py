@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from xcyto.data import load_dataset
-from xcyto.data.synthetic import CLASSES, generate_cell, make_dataset, write_sipakmed_layout
+from xcyto.data._synthetic import CLASSES, generate_cell, make_dataset, write_sipakmed_layout
 from xcyto.errors import DataError
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import xcyto
 from xcyto.errors import DataError, TrainingError
-from xcyto.training import loop
+from xcyto.training import _loop as loop
 from tests.tiny import TINY_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,9 +183,9 @@ def _synthetic(n: int, size: int, drop_class: int | None = None, keep: int = 0):
 def test_input_size_and_balancing_come_from_the_training_cells():
     import warnings
 
-    from xcyto.data.splits import train_val_test_split
-    from xcyto.training.config import TrainConfig
-    from xcyto.training.data import data_defaults
+    from xcyto.data import train_val_test_split
+    from xcyto.training import TrainConfig
+    from xcyto.training._data import data_defaults
 
     for size, model, expected in ((64, "efficientnet_lite0", 128), (150, "efficientnet_lite0", 160),
                                   (140, "efficientnet_lite0", 128), (200, "efficientnet_lite0", 160),
@@ -214,7 +214,7 @@ def test_input_size_and_balancing_come_from_the_training_cells():
 def test_auto_on_uneven_classes_trains_a_weighted_loss_too_and_validation_chooses(tmp_path):
     from PIL import Image
 
-    from xcyto.training.balance import choose_training
+    from xcyto.training._balance import choose_training
 
     uneven = _synthetic(160, 48, drop_class=2, keep=10)  # 32 cells of four classes, 10 of one
     for index, sample in enumerate(uneven.samples):

@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/images/demo.png"))
     parser.add_argument("--example", type=int, default=2, help="which example to click (0-based)")
     args = parser.parse_args(argv)
-    from xcyto.demo.app import Demo, launch
-    from xcyto.demo.shipped import default_examples, example_files
+    from xcyto.demo import Demo, launch
+    from xcyto.demo import default_examples, example_files
 
     demo = Demo(args.bundle, examples=example_files(args.examples or default_examples()))
     if demo.maps is not None:

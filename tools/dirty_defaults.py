@@ -78,7 +78,7 @@ def score_run(run: Path, data: Path, seed: int, variant: str) -> dict:
     """The run's own test metrics, its raw-logit alternative, and its scores on the clean test cells."""
     from xcyto.data import load_dataset
     from xcyto.loading import load
-    from xcyto.training.evaluate import evaluate_bundle
+    from xcyto.training import evaluate_bundle
 
     metrics = json.loads((run / "metrics.json").read_text())
     with open(data / "truth.csv", newline="") as handle:

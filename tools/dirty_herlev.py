@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {kind: sum(row["kind"] == kind for row in rows) for kind in ["clean", *KINDS]}
     print(f"{len(rows)} crops -> {args.out / 'cells.csv'}; " + ", ".join(f"{k} {n}" for k, n in counts.items()))
     if args.score:
-        from xcyto.data import check
+        from xcyto.data.health import check
 
         result = check(load_dataset(args.out / "cells.csv"), progress=True)
         result.save(args.out / "check")
@@ -287,7 +287,7 @@ def drawn_background(rng, side: int) -> tuple[np.ndarray, str]:
     """An empty slide: specks, bacteria, leukocyte-like lobes, red blood cells and, sometimes,
     the edge of a cytoplasm whose nucleus lies outside the crop."""
     from xcyto.data import _synthetic_shapes as shapes
-    from xcyto.data.synthetic import Slide, _photograph
+    from xcyto.data._synthetic import Slide, _photograph
 
     slide = Slide.draw(rng)
     canvas = shapes.Canvas(side, rng)
@@ -382,7 +382,7 @@ def empty_slide(image: np.ndarray, rng) -> np.ndarray:
 
 def side_by_side(images: list[np.ndarray], side: int) -> np.ndarray:
     """Two cells side by side, or four in a 2 x 2 grid, on one ``side``-pixel crop."""
-    from xcyto.data.transforms import background_colour
+    from xcyto.data import background_colour
 
     canvas = np.empty((side, side, 3), np.uint8)
     canvas[:] = background_colour(images[0])

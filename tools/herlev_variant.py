@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from xcyto.data import load_dataset
-from xcyto.data.transforms import background_colour
+from xcyto.data import background_colour
 
 SIDE, CANVAS, KEPT = 100, 116, 40
 

@@ -17,8 +17,8 @@ import numpy as np
 
 import xcyto
 from xcyto.data import load_dataset
-from xcyto.data.match import transfer_masks
-from xcyto.training.evaluate import select_split
+from xcyto.data import transfer_masks
+from xcyto.training import select_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -61,10 +61,10 @@ def linear_probe(data: str, out: Path, label: str, architecture: str, image_size
 
     from xcyto.atomic import write_json_atomic
     from xcyto.data import load_dataset
-    from xcyto.data.splits import load_split_manifest
-    from xcyto.data.transforms import eval_transform
+    from xcyto.data import load_split_manifest
+    from xcyto.data import eval_transform
     from xcyto.models import create, get_spec
-    from xcyto.training.metrics import classification_metrics, macro_f1
+    from xcyto.training._metrics import classification_metrics, macro_f1
 
     run_dir = out / label / "fold-0"
     if (run_dir / "metrics.json").is_file():
@@ -112,7 +112,7 @@ def main() -> None:
         for label, (architecture, overrides, note) in CANDIDATES.items():
             print(f"{label}: {architecture} {overrides} - {note}")
         return
-    from xcyto.training.compare import ModelEntry, compare
+    from xcyto.training._compare import ModelEntry, compare
 
     labels = list(CANDIDATES) if args.only is None else [label.strip() for label in args.only.split(",")]
     for label in labels:

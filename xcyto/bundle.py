@@ -31,7 +31,7 @@ from xcyto.atomic import atomic_dir, write_json_atomic
 from xcyto.calibration import Calibration
 from xcyto.errors import BundleError, ModelError
 from xcyto.models import CellClassifier, create, evaluating, get_spec
-from xcyto.models.fold import pass_model
+from xcyto.models import pass_model
 
 FORMAT = "xcyto-bundle"
 FORMAT_VERSION = 1
@@ -120,7 +120,7 @@ class Bundle:
     # -- using it -----------------------------------------------------------------
     def transform(self):
         """The evaluation transform (numpy RGB uint8 -> normalised CHW tensor)."""
-        from xcyto.data.transforms import eval_transform
+        from xcyto.data import eval_transform
 
         return eval_transform(
             size=self.input_size,
@@ -132,7 +132,7 @@ class Bundle:
 
     def preprocess(self, images) -> torch.Tensor:
         """Images (paths, PIL, arrays, or a list of them) -> a normalised ``(B, 3, S, S)`` batch."""
-        from xcyto.data.io import to_rgb_uint8
+        from xcyto.data import to_rgb_uint8
 
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -142,7 +142,7 @@ class Bundle:
     @torch.no_grad()
     def predict_logits(self, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Logits of a preprocessed batch; on CPU through the model's batch-norm-folded copy
-        (:func:`xcyto.models.fold.pass_model`, checked against the model), a third faster."""
+        (:func:`xcyto.models._fold.pass_model`, checked against the model), a third faster."""
         with evaluating(self.model) as model:
             fast = pass_model(model, batch)
             return torch.cat([fast(chunk) for chunk in batch.split(batch_size)])

@@ -26,7 +26,7 @@ FEW_CELLS = 20
 def render_card(bundle: Bundle, metrics: dict | None = None, evaluated: str | None = None) -> str:
     """The card of ``bundle`` as Markdown.
 
-    ``metrics``: :func:`~xcyto.training.metrics.classification_metrics` output to report
+    ``metrics``: :func:`~xcyto.training._metrics.classification_metrics` output to report
     instead of the recorded ones, ``evaluated`` says on what (e.g. ``"herlev, test split"``).
     """
     recorded = (bundle.config.get("metrics") or {}).get("test") or {}
@@ -49,7 +49,7 @@ def write_card(bundle: Bundle, target) -> Path:
 def card_command(bundle_path, data=None, split: str = "test", scheme=None, out=None) -> str:
     """``xcyto card``: render the card (computing metrics on ``data`` when given), write it
     to ``out`` (default ``BUNDLE/MODEL_CARD.md``) and print it."""
-    from xcyto.training.evaluate import evaluate_bundle, select_split
+    from xcyto.training import evaluate_bundle, select_split
 
     bundle = load(bundle_path)
     metrics = evaluated = None
@@ -122,9 +122,9 @@ def _model_section(bundle: Bundle) -> str:
                      f"CutMix {training.get('cutmix', 0)}, weight average {training.get('ema', 0) or 'off'}, "
                      f"seed {training.get('seed')}"))
     if config.get("balance", {}).get("mode") == "auto":
-        from xcyto.training.balance import describe
+        from xcyto.training import describe_balance
 
-        rows.append(("class shares", describe(config["balance"])))
+        rows.append(("class shares", describe_balance(config["balance"])))
     tta = config.get("tta") or {}
     rows.append(("test-time augmentation", ("mean of the calibrated probabilities over the 8 dihedral views"
                                             if tta.get("enabled") else "none")

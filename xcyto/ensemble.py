@@ -102,7 +102,7 @@ class PackedTransform:
     size: int
 
     def __call__(self, image) -> torch.Tensor:
-        from xcyto.data.io import to_rgb_uint8
+        from xcyto.data import to_rgb_uint8
 
         image = to_rgb_uint8(image)
         packed = torch.zeros(3 * len(self.transforms), self.size, self.size)

@@ -4,10 +4,10 @@
 >>> result.cases[0].reading, result.cases[0].signals               # most worth a look first
 >>> result.save("audit-herlev")                                    # report.html, cases.csv, ...
 
-The signals and the ranking are defined in :mod:`xcyto.audit.scores`; the report in
-:mod:`xcyto.audit.report`. From the shell: ``xcyto audit --bundle B --data D --out DIR``.
+The signals and the ranking are defined in :mod:`xcyto.audit._scores`; the report in
+:mod:`xcyto.audit._report`. From the shell: ``xcyto audit --bundle B --data D --out DIR``.
 """
-from xcyto.audit.run import DEFAULT_CONFIDENCE, DEFAULT_METHODS, AuditResult, Case, audit
-from xcyto.audit.scores import KINDS, WEIGHTS
+from xcyto.audit._run import DEFAULT_CONFIDENCE, DEFAULT_METHODS, AuditResult, Case, audit
+from xcyto.audit._scores import KINDS, WEIGHTS
 
 __all__ = ["AuditResult", "Case", "DEFAULT_CONFIDENCE", "DEFAULT_METHODS", "KINDS", "WEIGHTS", "audit"]

@@ -13,6 +13,8 @@ import sys
 from xcyto import __version__
 from xcyto.errors import XcytoError
 
+__all__ = ["SUBCOMMAND_MODULES", "build_parser", "main"]
+
 SUBCOMMAND_MODULES = ("data", "train", "embedding", "explain", "audit", "compare", "morphology")
 
 EPILOG = """examples:
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xcyto {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"xcyto.cli.{name}").register(subparsers)
+        importlib.import_module(f"xcyto.cli._{name}").register(subparsers)
     return parser
 
 

@@ -10,26 +10,26 @@ and a flag for cells unlike any seen in training.
 
 Figures (``plot_embedding_map``, ``plot_gallery_map``) import matplotlib on first use.
 """
-from xcyto.embedding.atypicality import Calibration
-from xcyto.embedding.embed import embed, embed_cells, thumbnail
-from xcyto.embedding.gallery import (Gallery, Lookup, Neighbour, build_gallery, false_flag_rate, load_gallery,
+from xcyto.embedding._atypicality import AtypicalityReference
+from xcyto.embedding._embed import embed, embed_cells, thumbnail
+from xcyto.embedding._gallery import (Gallery, Lookup, Neighbour, build_gallery, false_flag_rate, load_gallery,
                                      require_gallery)
-from xcyto.embedding.place import Placement, place_cells
-from xcyto.embedding.projection import METHODS, EmbeddingMap
-from xcyto.embedding.search import NeighbourIndex
+from xcyto.embedding._place import Placement, place_cells
+from xcyto.embedding._projection import METHODS, EmbeddingMap, check_method
+from xcyto.embedding._search import NeighbourIndex
 
 _FIGURES = ("plot_embedding_map", "plot_gallery_map")
 
 __all__ = [
-    "Calibration", "EmbeddingMap", "Gallery", "Lookup", "METHODS", "Neighbour", "NeighbourIndex", "Placement",
-    "build_gallery", "embed", "embed_cells", "false_flag_rate", "load_gallery", "place_cells",
+    "AtypicalityReference", "EmbeddingMap", "Gallery", "Lookup", "METHODS", "Neighbour", "NeighbourIndex", "Placement",
+    "build_gallery", "check_method", "embed", "embed_cells", "false_flag_rate", "load_gallery", "place_cells",
     "require_gallery", "thumbnail", *_FIGURES,
 ]
 
 
 def __getattr__(name: str):
     if name in _FIGURES:
-        from xcyto.embedding import figures
+        from xcyto.embedding import _figures as figures
 
         return getattr(figures, name)
     raise AttributeError(f"module 'xcyto.embedding' has no attribute {name!r}")

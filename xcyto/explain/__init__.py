@@ -11,17 +11,22 @@ runs them on a normalised batch with one shared forward pass and returns tensors
 import sys
 import types
 
-from xcyto.explain.batched import DEFAULT_METHODS, BatchResult, display_maps, explain_batch
-from xcyto.explain.registry import (
+from xcyto.explain._batched import DEFAULT_METHODS, BatchResult, display_maps, explain_batch, options_for
+from xcyto.explain._context import Context
+from xcyto.explain._gradients import COMPLETENESS_TOLERANCE, relative_completeness_error
+from xcyto.explain._registry import (
     Method,
     describe_methods,
     get_method,
     list_methods,
     register_method,
+    resolve_methods,
     unregister_method,
 )
-from xcyto.explain.result import Explanation, Heatmap
-from xcyto.explain.api import default_bundle_path, explain, resolve_bundle  # noqa: E402
+from xcyto.explain._render import OVERLAY_OPACITY, figure_png, overlay_batch, png_bytes
+from xcyto.explain._result import Explanation, Heatmap
+from xcyto.explain._api import default_bundle_path, explain, resolve_bundle  # noqa: E402
+from xcyto.explain._plain import gallery_for  # noqa: E402
 
 
 
@@ -36,8 +41,11 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
+    "COMPLETENESS_TOLERANCE",
+    "Context",
     "DEFAULT_METHODS",
     "BatchResult",
+    "OVERLAY_OPACITY",
     "Explanation",
     "Heatmap",
     "Method",
@@ -46,9 +54,16 @@ __all__ = [
     "display_maps",
     "explain",
     "explain_batch",
+    "figure_png",
+    "gallery_for",
     "get_method",
     "list_methods",
+    "options_for",
+    "overlay_batch",
+    "png_bytes",
     "register_method",
+    "relative_completeness_error",
     "resolve_bundle",
+    "resolve_methods",
     "unregister_method",
 ]

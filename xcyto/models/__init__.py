@@ -5,8 +5,9 @@
 >>> models.get_spec("resnet18").cam_layer(224)
 'backbone'
 """
-from xcyto.models.classifier import CellClassifier, ConcatPool, evaluating
-from xcyto.models.registry import (
+from xcyto.models._classifier import CellClassifier, ConcatPool, evaluating
+from xcyto.models._fold import pass_model
+from xcyto.models._registry import (
     ModelSpec,
     create,
     get_layer,
@@ -14,7 +15,7 @@ from xcyto.models.registry import (
     list_models,
     register_model,
 )
-from xcyto.models import architectures as _architectures  # noqa: F401  (fills the registry)
+from xcyto.models import _architectures as _architectures  # noqa: F401  (fills the registry)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -28,5 +29,6 @@ __all__ = [
     "get_layer",
     "get_spec",
     "list_models",
+    "pass_model",
     "register_model",
 ]

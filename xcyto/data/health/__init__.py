@@ -1,7 +1,8 @@
 """Data health: what is wrong with the crops before a model learns from them, cell by cell.
 
-    >>> from xcyto.data import check, load_dataset
-    >>> result = check(load_dataset("../shared/data/herlev"), progress=True)   # = xcyto.data.health.check
+    >>> from xcyto.data import load_dataset
+    >>> from xcyto.data.health import check
+    >>> result = check(load_dataset("../shared/data/herlev"), progress=True)
     >>> result.health_line()                 # 'data health: 12 of 917 crops (1%) have issues: ...'
     >>> result.issues[0]                     # Issue(path, check, score, threshold, reason)
     >>> result.save("herlev-check")          # issues.csv, crops.csv, summary.json, report.html

@@ -146,14 +146,14 @@ def find_nuclei(images: list[np.ndarray], segmenter=None, batch_size: int = 32, 
                 progress=None, second_look: bool = True) -> list[CellFindings]:
     """:class:`CellFindings` of each ``H x W x 3`` uint8 crop (one batched pass of the segmenter).
 
-    ``segmenter``: a :class:`xcyto.morphology.learned.LearnedSegmenter` (default: the shipped one).
+    ``segmenter``: a :class:`xcyto.morphology._learned.LearnedSegmenter` (default: the shipped one).
     ``keep_images``: keep the working-size image and masks in each finding (for morphometry).
     ``progress``: called with the number of crops done after each batch.
     ``second_look``: segment the crop beyond an off-centre main nucleus again (step 5 above).
     """
     import torch
 
-    from xcyto.morphology.learned import LearnedSegmenter
+    from xcyto.morphology import LearnedSegmenter
 
     segmenter = segmenter or _shipped_segmenter()
     if not isinstance(segmenter, LearnedSegmenter):
@@ -225,7 +225,7 @@ def _look_beyond_main(images, findings, segmenter, batch_size) -> None:
 
 @lru_cache(maxsize=1)
 def _shipped_segmenter():
-    from xcyto.morphology.learned import LearnedSegmenter
+    from xcyto.morphology import LearnedSegmenter
 
     return LearnedSegmenter.load()
 
@@ -235,7 +235,7 @@ def _prepare(image: np.ndarray) -> dict:
     placed on the segmenter's square."""
     import cv2
 
-    from xcyto.data.transforms import background_colour, fit_box
+    from xcyto.data._transforms import background_colour, fit_box
 
     height, width = image.shape[:2]
     top, bottom, left, right = flat_bands(image)

@@ -88,7 +88,7 @@ def render(result, images=None) -> str:
 
 
 def _read(path: str) -> np.ndarray:
-    from xcyto.data.io import read_image
+    from xcyto.data._io import read_image
 
     try:
         return read_image(path)

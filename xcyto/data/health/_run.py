@@ -227,7 +227,7 @@ def check_image(image, reference: dict | None = None, path: str = "") -> list[Is
     :func:`xcyto.data.to_rgb_uint8` takes). ``reference``: a checked collection's medians (a
     bundle's training cells), for the checks relative to a collection (focus, size, aspect);
     without it only the absolute checks run."""
-    from xcyto.data.io import to_rgb_uint8
+    from xcyto.data._io import to_rgb_uint8
 
     array = to_rgb_uint8(image)
     facts = [_image.image_facts(array)]
