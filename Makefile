@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LATEST := .venv-latest
 
-.PHONY: demo test artifacts bench test-latest lock clean-venv
+.PHONY: demo test docs artifacts bench test-latest lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on any warning: a
+# broken link or anchor, a missing reference, a docstring the API reference cannot render.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 # Rebuild the shipped bundles: synthetic cells (a few minutes), then real Herlev cells (about
 # 10 minutes on 2 CPU cores; reads ../shared/data/herlev, or $$XCYTO_DATA/herlev).

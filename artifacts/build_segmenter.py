@@ -7,7 +7,8 @@ the training split of the shipped Herlev bundle (group-aware 70/15/15 by source 
 seed 0), whose masks come from the 40 px Herlev copy matched cell by cell onto the 224 px
 one, and from synthetic cells with exact masks. Dice is measured on the Herlev cells of
 the test split (source images the segmenter never saw) and on held-out synthetic cells.
-Writes ``artifacts/segmenter/`` (safetensors weights, JSON with settings and scores).
+Writes ``xcyto/morphology/weights/`` (safetensors weights, JSON with settings and scores): the
+segmenter ships inside the package, so an installed wheel has it.
 A few minutes on 2 CPU cores.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = Path(os.environ.get("XCYTO_DATA", HERE.parents[1] / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=data)
-    parser.add_argument("--out", type=Path, default=HERE / "segmenter")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "xcyto" / "morphology" / "weights")
     parser.add_argument("--epochs", type=int, default=25)
     args = parser.parse_args()
     with warnings.catch_warnings():

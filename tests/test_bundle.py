@@ -128,6 +128,68 @@ bundle.save({str(tmp_path / "b")!r})
         assert torch.equal(tensor, after.model.state_dict()[name]), name
 
 
+# A child process replaces bundle A by bundle B and is killed (SIGKILL) right after one step of
+# the swap: 1 staging -> .b.swap-new, 2 b -> .b.swap-old, 3 .b.swap-new -> b, 4 while removing
+# the old. Loading then finds A or B whole, finishing the swap where it must (with a warning)
+# and clearing what the killed process left beside it.
+SWAP_KILL = """
+import os, shutil, signal, sys
+from pathlib import Path
+from xcyto.atomic import replace_dir
+
+step, source, target = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+staging = target.with_name(".b.staging")
+shutil.copytree(source, staging)
+real_replace, real_rmtree = os.replace, shutil.rmtree
+
+def replace(src, dst):
+    real_replace(src, dst)
+    done = {1: str(dst).endswith(".swap-new"), 2: str(dst).endswith(".swap-old"),
+            3: str(src).endswith(".swap-new")}
+    if done.get(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def rmtree(path, *args, **kwargs):
+    if step == 4 and str(path).endswith(".swap-old"):
+        next(Path(path).iterdir()).unlink()  # part of the old bundle removed, then killed
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rmtree(path, *args, **kwargs)
+
+os.replace, shutil.rmtree = replace, rmtree
+replace_dir(staging, target)
+"""
+
+
+@pytest.mark.parametrize("step, expect", [(1, "old"), (2, "new"), (3, "new"), (4, "new")])
+def test_a_kill_at_any_step_of_the_swap_leaves_a_loadable_bundle(tmp_path, step, expect):
+    import subprocess
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from xcyto.atomic import RecoveredWarning
+
+    old = make_bundle()
+    old.save(tmp_path / "b")
+    new = make_bundle()
+    with torch.no_grad():
+        next(new.model.parameters()).add_(1.0)
+    new.save(tmp_path / "new")
+    shas = {"old": xcyto.load(tmp_path / "b").sha256, "new": xcyto.load(tmp_path / "new").sha256}
+    assert shas["old"] != shas["new"]
+    completed = subprocess.run([sys.executable, "-c", SWAP_KILL, str(step), str(tmp_path / "new"), str(tmp_path / "b")],
+                               cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == -9, completed.stderr  # killed where planned
+    assert (tmp_path / "b").is_dir() == (step != 2)  # only step 2 leaves no folder at the path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = xcyto.load(tmp_path / "b")
+    assert loaded.sha256 == shas[expect]
+    recovered = [w for w in caught if issubclass(w.category, RecoveredWarning)]
+    assert len(recovered) == (step == 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "new"]  # nothing left beside it
+
+
 def test_tta_gives_one_answer_for_the_8_views_and_survives_saving(tmp_path):
     from xcyto.bundle import dihedral_views
 

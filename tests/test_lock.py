@@ -9,9 +9,14 @@ from tools.lock import moved, read_lock
 
 
 def _direct_requirements() -> list[Requirement]:
+    """Every requirement of the project and its extras; an extra that names the project itself
+    (``dev`` includes ``xcyto[docs]``) stands for that extra's own requirements."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     texts = project["dependencies"] + [t for extra in project["optional-dependencies"].values() for t in extra]
-    return [Requirement(text) for text in texts]
+    requirements = [Requirement(text) for text in texts]
+    itself = [r for r in requirements if canonicalize_name(r.name) == canonicalize_name(project["name"])]
+    assert all(r.extras <= project["optional-dependencies"].keys() for r in itself)
+    return [r for r in requirements if r not in itself]
 
 
 def test_every_direct_requirement_is_locked_inside_its_range():

@@ -110,11 +110,11 @@ def test_cam_layer_is_the_deepest_with_a_map_at_least_7_wide(name, size, layer):
         model(torch.zeros(1, 3, size, size))
         handle.remove()
     side = feature_map["out"].shape[-1]
-    assert side >= models.registry.MIN_CAM_SIDE or layer == spec.cam_layers[-1][0]
+    assert side >= models._registry.MIN_CAM_SIDE or layer == spec.cam_layers[-1][0]
     deeper = [n for n, _ in spec.cam_layers[:[n for n, _ in spec.cam_layers].index(layer)]]
     for name_deeper in deeper:  # every deeper candidate is coarser than 7 cells
         with torch.no_grad():
             handle = models.get_layer(model, name_deeper).register_forward_hook(lambda m, i, o: feature_map.update(out=o))
             model(torch.zeros(1, 3, size, size))
             handle.remove()
-        assert feature_map["out"].shape[-1] < models.registry.MIN_CAM_SIDE
+        assert feature_map["out"].shape[-1] < models._registry.MIN_CAM_SIDE

@@ -1,6 +1,6 @@
 """Drive the demo page in headless Chromium: the browser test and the README screenshot.
 
-    python tools/demo_browser.py --out docs/images/demo.png      # shipped bundle, port chosen freely
+    python tools/demo_browser.py --out docs/images/demo.png      # shipped Herlev bundle, port chosen freely
 
 Uses Playwright's Python API with the system Chromium (``/usr/bin/chromium``; Playwright's
 own browser download is not needed). :func:`explain_example` loads the page, clicks an
@@ -115,15 +115,18 @@ def _explain_example(page, report: PageReport, example: int, timeout: float, met
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Screenshot the demo after explaining an example cell.")
-    parser.add_argument("--bundle", type=Path, default=None, help="bundle (default: the shipped demo bundle)")
-    parser.add_argument("--examples", type=Path, default=None, help="example cells (default: artifacts/examples)")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle (default: the shipped Herlev bundle)")
+    parser.add_argument("--examples", type=Path, default=None,
+                        help="example cells (default: the Herlev bundle's, artifacts/examples-herlev)")
     parser.add_argument("--out", type=Path, default=Path("docs/images/demo.png"))
     parser.add_argument("--example", type=int, default=2, help="which example to click (0-based)")
     args = parser.parse_args(argv)
-    from xcyto.demo import Demo, launch
-    from xcyto.demo import default_examples, example_files
+    from xcyto.demo import Demo, example_files, launch
+    from xcyto.shipped import examples_path, shipped_path
 
-    demo = Demo(args.bundle, examples=example_files(args.examples or default_examples()))
+    bundle = args.bundle or shipped_path("herlev")
+    examples = args.examples or (examples_path("herlev") if args.bundle is None else None)
+    demo = Demo(bundle, examples=example_files(examples))
     if demo.maps is not None:
         demo.maps.wait()  # show the UMAP map, not the PCA stand-in
     port = free_port()

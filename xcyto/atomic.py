@@ -12,10 +12,13 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from xcyto.errors import XcytoError
 
 
 def _current_umask() -> int:
@@ -56,15 +59,57 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _beside(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{kind}")
+
+
 def replace_dir(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first."""
+    """Put the complete folder ``staging`` at ``target``, replacing the folder there, so that a
+    kill at any moment leaves ``target`` whole, or recoverable by :func:`recover_dir` (which
+    loading a bundle runs). The steps, each one rename: ``staging`` -> ``.NAME.swap-new``;
+    ``target`` -> ``.NAME.swap-old``; ``.NAME.swap-new`` -> ``target``; then the old is removed."""
+    staging, target = Path(staging), Path(target)
+    recover_dir(target)  # an earlier swap killed half-way is finished first
+    new, old = _beside(target, "swap-new"), _beside(target, "swap-old")
+    os.replace(staging, new)
     if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(target: str | os.PathLike) -> str | None:
+    """Finish a :func:`replace_dir` that was killed: if ``target`` is missing, the new folder
+    (complete before the swap began) or else the old one is put back, and what was done is
+    returned (and warned about); leftovers beside a ``target`` that is whole are removed.
+    ``None`` when there was nothing to recover."""
+    target = Path(target)
+    new, old = _beside(target, "swap-new"), _beside(target, "swap-old")
+    if target.exists():
+        for leftover in (new, old):  # killed before the swap began, or while removing the old
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+        return None
+    retired = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if new.is_dir():
+        source, message = new, f"{target}: finished a replacement that was interrupted (the new folder is in place)"
+    elif old.is_dir() or retired:
+        source = old if old.is_dir() else retired[-1]
+        message = f"{target}: restored the previous folder from {source.name} (a replacement was interrupted)"
     else:
-        os.replace(staging, target)
+        return None
+    try:
+        os.replace(source, target)
+    except OSError as error:
+        raise XcytoError(f"{target} is missing after an interrupted replacement and {source} could not be "
+                         f"moved back ({error}): move it to {target.name} by hand") from error
+    shutil.rmtree(old, ignore_errors=True)
+    warnings.warn(message, RecoveredWarning, stacklevel=2)
+    return message
+
+
+class RecoveredWarning(UserWarning):
+    """A folder that an interrupted write had left half-swapped was put back together."""
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
@@ -77,18 +122,20 @@ def write_text_atomic(path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def csv_text(rows: list[dict]) -> str:
-    """Rows of dicts as CSV text, columns in the order of the first row (``None`` -> empty)."""
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts as CSV text (``None`` -> empty). Columns: ``columns``, else those of the
+    first row; with ``columns`` the header is written even when there are no rows."""
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fieldnames = list(columns) if columns is not None else list(rows[0]) if rows else None
+    if fieldnames is not None:
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 
-def write_csv_atomic(path, rows: list[dict]) -> Path:
-    return write_text_atomic(path, csv_text(rows))
+def write_csv_atomic(path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    return write_text_atomic(path, csv_text(rows, columns))
 
 
 def write_json_atomic(path, payload) -> Path:

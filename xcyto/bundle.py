@@ -27,11 +27,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xcyto import __version__
-from xcyto.atomic import atomic_dir, write_json_atomic
+from xcyto.atomic import atomic_dir, recover_dir, write_json_atomic
 from xcyto.calibration import Calibration
 from xcyto.errors import BundleError, ModelError
-from xcyto.models import CellClassifier, create, evaluating, get_spec
-from xcyto.models import pass_model
+from xcyto.models import CellClassifier, create, evaluating, get_spec, pass_model
 
 FORMAT = "xcyto-bundle"
 FORMAT_VERSION = 1
@@ -142,7 +141,7 @@ class Bundle:
     @torch.no_grad()
     def predict_logits(self, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Logits of a preprocessed batch; on CPU through the model's batch-norm-folded copy
-        (:func:`xcyto.models._fold.pass_model`, checked against the model), a third faster."""
+        (:func:`xcyto.models.pass_model`, checked against the model), a third faster."""
         with evaluating(self.model) as model:
             fast = pass_model(model, batch)
             return torch.cat([fast(chunk) for chunk in batch.split(batch_size)])
@@ -258,6 +257,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     path = Path(path)
     config_path = path / CONFIG_FILE
     weights_path = path / WEIGHTS_FILE
+    recover_dir(path)  # a save killed half-way through its swap is finished here, with a warning
+    recover_dir(path / GALLERY_DIR)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     config = read_config(path)

@@ -9,7 +9,7 @@ Every calibration here is an affine map of the logits, ``z' = z * scale + bias``
 
 A bundle trained with ``balance="auto"`` may also carry ``prior``, offsets added to the
 logits before the map (post-hoc logit adjustment for the class shares, chosen on the
-validation cells by :mod:`xcyto.training._balance`); the calibration is then fitted to the
+validation cells, :mod:`xcyto.training`); the calibration is then fitted to the
 adjusted logits, and both fold into one ``(scale, bias)``.
 
 :func:`choose_calibration` fits each on part of the validation cells and measures ECE on

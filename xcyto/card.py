@@ -26,7 +26,7 @@ FEW_CELLS = 20
 def render_card(bundle: Bundle, metrics: dict | None = None, evaluated: str | None = None) -> str:
     """The card of ``bundle`` as Markdown.
 
-    ``metrics``: :func:`~xcyto.training._metrics.classification_metrics` output to report
+    ``metrics``: :func:`~xcyto.training.classification_metrics` output to report
     instead of the recorded ones, ``evaluated`` says on what (e.g. ``"herlev, test split"``).
     """
     recorded = (bundle.config.get("metrics") or {}).get("test") or {}

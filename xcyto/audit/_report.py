@@ -42,6 +42,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "cell"
 
 
+CASE_COLUMNS = ("rank", "cell_id", "source", "given", "predicted", "other", "misclassified", "confidence", "p_given",
+                "kind", "label_issue_flag", "atypical", "data_issues")
+CELL_COLUMNS = ("cell_id", "given", "predicted", "confidence", "case_rank", "label_issue_flag", "atypical")
+
+
+def case_columns(result) -> list[str]:
+    """The header of ``cases.csv``, written even when the audit found no case."""
+    return [*CASE_COLUMNS, *SIGNAL_COLUMNS, *(f"p_{name}" for name in result.classes), "reading"]
+
+
 def case_rows(result) -> list[dict]:
     """One row per case, ranked: identity, classes, probabilities, every signal, the reading."""
     rows = []
@@ -230,8 +240,8 @@ def write_audit(result, out, title: str | None = None) -> dict[str, Path]:
     page = render_html(result, title=title, images=images, figures=figures)
     with atomic_dir(out) as staging:
         write_text_atomic(staging / "report.html", page)
-        write_csv_atomic(staging / "cases.csv", case_rows(result))
-        write_csv_atomic(staging / "cells.csv", cell_rows(result))
+        write_csv_atomic(staging / "cases.csv", case_rows(result), case_columns(result))
+        write_csv_atomic(staging / "cells.csv", cell_rows(result), [*CELL_COLUMNS, *SIGNAL_COLUMNS])
         summary = {"settings": result.settings, "metrics": result.metrics,
                    "confused_pairs": result.confused_pairs(),
                    "cases": len(result.cases), "kinds": result.kind_counts(), "readings": result.readings,

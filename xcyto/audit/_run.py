@@ -86,10 +86,10 @@ class AuditResult:
     """All cells' predictions and signals, the ranked cases, the metrics and the settings.
 
     Per-cell arrays are aligned with ``cell_ids``; ``signals[name]`` holds each signal
-    of ``xcyto.audit._scores`` (``method_disagreement`` is nan for cells not explained).
+    of :data:`xcyto.audit.WEIGHTS` (``method_disagreement`` is nan for cells not explained).
     ``map_coords`` ``(N, 2)``: the cells on the gallery's 2-D map (``None`` without one).
     ``readings[kind]``: how often that reading is right here, measured on planted label flips
-    (:func:`xcyto.audit._scores.estimate_reading_precision`); ``label_errors``: the cells that
+    (each case's reading checked against flips planted in the audited cells); ``label_errors``: the cells that
     pass the "likely label error" rule (read so, or "model and label disagree" when the
     estimate is low).
     """
@@ -143,9 +143,9 @@ class AuditResult:
         """The ranked cases as a pandas DataFrame (the rows of ``cases.csv``, numbers as numbers)."""
         import pandas as pd
 
-        from xcyto.audit._report import case_rows
+        from xcyto.audit._report import case_columns, case_rows
 
-        frame = pd.DataFrame(case_rows(self))
+        frame = pd.DataFrame(case_rows(self), columns=case_columns(self))
         for column in frame.columns:
             try:
                 frame[column] = pd.to_numeric(frame[column])
@@ -186,9 +186,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
     crops first (:func:`xcyto.data.health.check`; or a :class:`xcyto.data.health.DataCheck` of these cells
     already made, or ``False``): a case with a data issue is read as one, first.
     """
-    from xcyto.explain import resolve_bundle
-    from xcyto.explain import gallery_for
-    from xcyto.explain import resolve_methods
+    from xcyto.explain import gallery_for, resolve_bundle, resolve_methods
     from xcyto.training import classification_metrics
 
     started = time.perf_counter()
@@ -341,8 +339,7 @@ def _data_check(dataset, data_check, progress: bool):
 def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method_options, progress) -> list[dict]:
     """Per case: the model's view of the cell, overlays for the predicted and the other
     class, and the raw Grad-CAM / IG maps of the predicted class (for their agreement)."""
-    from xcyto.explain import explain, get_method
-    from xcyto.explain import options_for
+    from xcyto.explain import explain, get_method, options_for
 
     starts = range(0, len(chosen), CHUNK)
     if progress and len(chosen):

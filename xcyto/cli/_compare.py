@@ -148,8 +148,7 @@ def ensemble_command(bundles, out, weights=None, fit: bool = False, data=None, s
     """``xcyto ensemble``: build, optionally fit weights on validation, test, save, report."""
     from xcyto.ensemble import shared_split, fit_weights, make_ensemble, member_probabilities_on
     from xcyto.errors import BundleError
-    from xcyto.training import evaluate_bundle, select_split, training_data
-    from xcyto.training import headline_metrics
+    from xcyto.training import evaluate_bundle, headline_metrics, select_split, training_data
 
     if fit and weights is not None:
         raise BundleError("give either weights or --fit-weights, not both")

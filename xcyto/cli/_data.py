@@ -103,8 +103,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from xcyto.data import load_dataset
-    from xcyto.data import DataWarning
+    from xcyto.data import DataWarning, load_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # printed from dataset.warnings instead

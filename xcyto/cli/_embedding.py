@@ -109,8 +109,7 @@ def load_cells(bundle, data: str, split: str, scheme: str | None = None, synthet
 
 def run_gallery_build(args) -> int:
     from xcyto.loading import load
-    from xcyto.embedding import build_gallery
-    from xcyto.embedding import check_method
+    from xcyto.embedding import build_gallery, check_method
 
     bundle = load(args.bundle)
     dataset, note = load_cells(bundle, args.data, args.split, args.scheme, args.synthetic_seed, args.synthetic_n)

@@ -50,9 +50,7 @@ def run_concepts(args) -> int:
 
     from xcyto.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
     from xcyto.loading import load
-    from xcyto.morphology import feature_table
-    from xcyto.morphology import concept_scores, plot_concepts
-    from xcyto.morphology import list_features
+    from xcyto.morphology import concept_scores, feature_table, list_features, plot_concepts
     from xcyto.plotting import save_figure
 
     bundle = load(args.bundle)
@@ -90,9 +88,7 @@ def run_segment(args) -> int:
 
     from xcyto.atomic import write_csv_atomic, write_json_atomic
     from xcyto.data import read_image
-    from xcyto.morphology import analyse
-    from xcyto.morphology import outlined
-    from xcyto.morphology import preferred_segmenter
+    from xcyto.morphology import analyse, outlined, preferred_segmenter
     from xcyto.training import collect_images
 
     method = args.method or preferred_segmenter()

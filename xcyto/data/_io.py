@@ -189,7 +189,7 @@ def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int) -> Non
     if width * height > max_pixels:
         raise ImageError(
             f"{name}: {width} x {height} pixels is above the limit of {max_pixels:,} "
-            "(xcyto.data._io.MAX_PIXELS); crop single cells first"
+            "(xcyto.data.MAX_PIXELS); crop single cells first"
         )
 
 

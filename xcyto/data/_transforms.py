@@ -101,7 +101,7 @@ class StainJitter:
 class CellTransform:
     """Callable: ``image -> tensor`` or ``(image, masks) -> (tensor, masks)``.
 
-    ``image`` is anything :func:`~xcyto.data._io.to_rgb_uint8` accepts; ``masks`` an
+    ``image`` is anything :func:`~xcyto.data.to_rgb_uint8` accepts; ``masks`` an
     ``H x W`` or ``K x H x W`` array. Returns a float32 ``3 x size x size`` tensor
     normalised with ``mean``/``std``, and bool ``K x size x size`` masks.
     Build with :func:`train_transform` or :func:`eval_transform`.

@@ -350,7 +350,7 @@ def build(demos):
                                           visible=any(demo.examples for demo in demos.values()))
                 with gr.Column(scale=1, min_width=300):
                     verdict = gr.HTML(label="Prediction", elem_id="verdict")
-                    probabilities = gr.Label(label="Calibrated probabilities", num_top_classes=widest,
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=widest,
                                              show_heading=False, elem_id="probabilities")
             heatmaps = gr.Gallery(label="Heatmaps (bright = evidence for the explained class)",
                                   columns=6, fit_columns=False, object_fit="contain", format="png",
@@ -448,7 +448,7 @@ def _about(demo: Demo) -> str:
     methods = ", ".join(f"`{m}` ({views.method_title(m)})" for m in demo.methods)
     return f"""
 ### What the page shows
-- **Prediction**: the class with the highest calibrated probability. Calibration: {bundle.calibration.describe()}.
+- **Prediction**: the class with the highest probability. Calibration: {bundle.calibration.describe()}.
 - **Heatmaps**: each method's map of the evidence for the explained class, scaled per map to its 99th percentile
   (`max(raw, 0) / p99(|raw|)`), over the cell as the model saw it (padded to a square, {bundle.input_size} px).
   Bright = more evidence. Methods in the registry: {methods}.

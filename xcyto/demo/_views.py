@@ -35,7 +35,7 @@ def method_choices(names: list[str], slow: set[str]) -> list[tuple[str, str]]:
 
 # -- the prediction ---------------------------------------------------------------------------
 def probabilities(explanation) -> dict[str, float]:
-    """Class -> calibrated probability (what ``gr.Label`` draws as bars)."""
+    """Class -> probability, calibrated where the bundle applies a calibration (``gr.Label``'s bars)."""
     return {name: round(float(value), 4) for name, value in explanation.probabilities.items()}
 
 

@@ -272,9 +272,7 @@ def build_gallery(bundle, dataset, thumbnail_size: int = THUMBNAIL_SIZE, batch_s
                      for name in CALIBRATION_ARRAYS}}
         arrays["atypicality_whitening"] = stored_whitening
         if morphology:
-            from xcyto.morphology import feature_table
-            from xcyto.morphology import list_features
-            from xcyto.morphology import preferred_segmenter
+            from xcyto.morphology import feature_table, list_features, preferred_segmenter
 
             arrays["morphology"] = feature_table(samples, progress=progress).astype(np.float32)
             meta["morphology"] = {"features": list_features(), "segmenter": preferred_segmenter()}

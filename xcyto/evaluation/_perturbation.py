@@ -66,7 +66,7 @@ def deletion_insertion(model, batch: torch.Tensor, maps: torch.Tensor, targets: 
 
     ``steps``: the curves have ``steps + 1`` points (0 %, 1/steps, ..., 100 % of pixels).
     ``block``: side of the squares removed together (default ``round(side / 16)``; 1: pixels).
-    Baselines as in :meth:`xcyto.explain._context.Context.baseline`. All perturbed
+    Baselines as in :meth:`xcyto.explain.Context.baseline`. All perturbed
     images run in inference mode, in chunks sized to the memory budget. The curves follow
     the ``calibration``'s probability of the target (default: plain softmax).
     """

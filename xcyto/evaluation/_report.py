@@ -32,9 +32,7 @@ from xcyto.errors import ExplainError
 from xcyto.evaluation._localisation import localisation
 from xcyto.evaluation._perturbation import deletion_insertion
 from xcyto.evaluation._sanity import completeness_error, randomisation_check
-from xcyto.explain import explain_batch
-from xcyto.explain import Context
-from xcyto.explain import list_methods, resolve_methods
+from xcyto.explain import Context, explain_batch, list_methods, resolve_methods
 
 #: Methods evaluated by default: all but the slow ones (Score-CAM, occlusion), plus the random baseline.
 DEFAULT_EVALUATION_METHODS = ("gradcam", "gradcampp", "hirescam", "layercam", "eigencam", "integrated_gradients",
@@ -200,8 +198,7 @@ def evaluate_explanations(bundle, data, n: int = 64, methods=None, *, seed: int 
     for the cascading randomisation (0 skips it). ``tolerance``: pointing-game tolerance
     in pixels. ``options``: method options (e.g. ``{"steps": 32}`` for IG).
     """
-    from xcyto.data import MASK_NAMES
-    from xcyto.data import CellTorchDataset
+    from xcyto.data import MASK_NAMES, CellTorchDataset
     from xcyto.explain import resolve_bundle
     from xcyto.models import get_spec
 

@@ -31,9 +31,7 @@ import torch
 from torch import nn
 
 from xcyto.errors import ExplainError
-from xcyto.explain import explain_batch
-from xcyto.explain import COMPLETENESS_TOLERANCE, relative_completeness_error
-from xcyto.explain import resolve_methods
+from xcyto.explain import COMPLETENESS_TOLERANCE, explain_batch, relative_completeness_error, resolve_methods
 from xcyto.models import get_layer
 
 #: Mean Spearman rho after full randomisation at or above which a method is flagged.
@@ -165,7 +163,7 @@ def randomisation_check(model: nn.Module, batch: torch.Tensor, methods, targets=
 
 
 def completeness_error(gap: torch.Tensor | np.ndarray, output_difference: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Relative IG completeness error per image (:func:`xcyto.explain._gradients.relative_completeness_error`)."""
+    """Relative IG completeness error per image (:func:`xcyto.explain.relative_completeness_error`)."""
     return relative_completeness_error(np.asarray(torch.as_tensor(gap).cpu()),
                                        np.asarray(torch.as_tensor(output_difference).cpu()))
 

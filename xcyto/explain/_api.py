@@ -7,13 +7,14 @@ from pathlib import Path
 import xcyto
 from xcyto.bundle import Bundle
 from xcyto.ensemble import EnsembleBundle
-from xcyto.errors import ExplainError
+from xcyto.errors import BundleError, ExplainError
 from xcyto.explain._batched import DEFAULT_METHODS, NORMALISE, method_settings
 from xcyto.explain._inputs import load_images, resolve_target
 from xcyto.explain._members import explain_ensemble
 from xcyto.explain._plain import explain_bundle
 from xcyto.explain._registry import get_method, resolve_methods
 from xcyto.loading import load
+from xcyto.shipped import bundle_path, shipped_path
 
 BUNDLE_ENV = "XCYTO_BUNDLE"
 #: Images per forward pass when a list is explained (memory-heavy methods chunk further).
@@ -23,8 +24,8 @@ _BUNDLES: dict[str, tuple[int, Bundle]] = {}
 
 
 def default_bundle_path() -> Path:
-    """The demo bundle shipped with the repository (built by ``make artifacts``)."""
-    return Path(xcyto.__file__).parents[1] / "artifacts" / "demo-bundle"
+    """The shipped demo bundle (:mod:`xcyto.shipped`; a clear error when it is not on this machine)."""
+    return shipped_path("demo")
 
 
 def resolve_bundle(bundle=None) -> Bundle:
@@ -36,14 +37,15 @@ def resolve_bundle(bundle=None) -> Bundle:
         if os.environ.get(BUNDLE_ENV):
             path = Path(os.environ[BUNDLE_ENV])
         else:
-            path = default_bundle_path()
-            if not path.is_dir():
+            try:
+                path = default_bundle_path()
+            except BundleError as error:
                 raise ExplainError(
-                    f"no bundle given, ${BUNDLE_ENV} is not set and there is no demo bundle at {path}; "
-                    f"pass bundle=PATH (a folder written by 'xcyto train'), set {BUNDLE_ENV}, "
-                    "or build the demo bundle with 'make artifacts'")
+                    f"no bundle given and ${BUNDLE_ENV} is not set, so the shipped demo bundle is used, but {error}; "
+                    f"or pass bundle=PATH (a folder written by 'xcyto train') or a shipped name ('herlev'), "
+                    f"or set {BUNDLE_ENV}") from error
     elif isinstance(bundle, (str, os.PathLike)):
-        path = Path(bundle)
+        path = bundle_path(bundle)
     else:
         raise ExplainError(f"bundle must be a Bundle or a path, got {type(bundle).__name__}")
     key = str(path.expanduser().resolve())

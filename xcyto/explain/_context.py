@@ -171,7 +171,7 @@ class Context:
     def pass_model(self) -> nn.Module:
         """The model for methods that run many forward+backward passes (IG, SmoothGrad): on CPU
         a cached copy with batch norms folded into the convolutions, channels-last
-        (:func:`xcyto.models._fold.pass_model`; same outputs, about a fifth faster)."""
+        (:func:`xcyto.models.pass_model`; same outputs, about a fifth faster)."""
         if not self.channels_last:
             return self.model
         from xcyto.models import pass_model

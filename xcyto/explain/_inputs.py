@@ -13,9 +13,9 @@ from xcyto.errors import ExplainError, ImageError
 def load_images(image) -> tuple[list[np.ndarray], list[str], bool]:
     """``(RGB uint8 arrays, names, single)`` from one image or a list of them.
 
-    Paths and bytes go through :func:`xcyto.data._io.read_image` (which refuses huge
+    Paths and bytes go through :func:`xcyto.data.read_image` (which refuses huge
     images from the header, before decoding); PIL images, arrays and tensors through
-    :func:`~xcyto.data._io.to_rgb_uint8`. A 4-D array or tensor is a batch.
+    :func:`~xcyto.data.to_rgb_uint8`. A 4-D array or tensor is a batch.
     """
     single = not isinstance(image, (list, tuple))
     items = [image] if single else list(image)

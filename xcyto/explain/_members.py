@@ -113,7 +113,7 @@ def _forward(bundle: EnsembleBundle, arrays, batch_size: int, tta) -> tuple[np.n
 def combine_maps(bundle: EnsembleBundle, member_results: list[list[Explanation]], targets: list[int],
                  normalise: str) -> tuple[np.ndarray, list[dict]]:
     """The cells as the widest member saw them ``(N, S, S, 3)``, and per cell the combined
-    :class:`~xcyto.explain._result.Heatmap` of every method.
+    :class:`~xcyto.explain.Heatmap` of every method.
 
     Each member's raw map is divided by its own scale (the 99th percentile of ``|raw|``, per
     cell or shared as ``normalise`` says), so no member dominates by the size of its

@@ -160,8 +160,7 @@ def _recorded_checks(bundle, settings: dict) -> dict[str, dict[str, float]]:
 def _morphologies(bundle, arrays: list[np.ndarray]) -> list:
     """Each cell segmented and measured; its measurements placed among the training cells of
     each class when the bundle's gallery measured them."""
-    from xcyto.morphology import analyse
-    from xcyto.morphology import preferred_segmenter
+    from xcyto.morphology import analyse, preferred_segmenter
 
     try:
         gallery = gallery_for(bundle)

@@ -5,7 +5,7 @@ Every method is a function ``compute(model, batch, targets, context) -> maps``:
 - ``model``: the classifier, in eval mode;
 - ``batch``: the normalised input ``(B, 3, H, W)`` on the model's device;
 - ``targets``: class indices ``(B,)`` (long tensor, same device);
-- ``context``: a :class:`~xcyto.explain._context.Context` holding what methods share
+- ``context``: a :class:`~xcyto.explain.Context` holding what methods share
   (the one forward pass, the target layer's activations and their gradient, the
   method's options in ``context.options``, memory-aware chunk sizes, the seed);
 - returns raw maps ``(B, h, w)``, a tensor on the device. ``h, w`` may be smaller

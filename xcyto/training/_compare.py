@@ -143,7 +143,7 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     ``only_folds``: train these folds only (e.g. ``[0]`` to choose settings on fold 0's
     validation cells before running every fold); the others are left for a later call.
     ``morphometry``: also cross-validate the interpretable baseline, gradient-boosted trees on
-    the cells' morphometric features (:mod:`xcyto.morphology._baseline`), on the same folds.
+    the cells' morphometric features (:func:`xcyto.morphology.fit_baseline`), on the same folds.
     """
     from xcyto.training._data import load_run_dataset
 
@@ -294,8 +294,7 @@ def _morphometry_fold(out: Path, k: int, dataset, manifest: Path, seed: int) -> 
     """The morphometric baseline on fold ``k``: features of every cell (measured once for the
     comparison, ``morphometry/features.npy``), trees fitted on the training cells."""
     from xcyto.data import load_split_manifest
-    from xcyto.morphology import baseline_log_probabilities, feature_table, fit_baseline
-    from xcyto.morphology import list_features
+    from xcyto.morphology import baseline_log_probabilities, feature_table, fit_baseline, list_features
     from xcyto.training._metrics import classification_metrics
 
     run_dir = out / MORPHOMETRY_DIR / f"fold-{k}"

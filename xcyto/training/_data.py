@@ -12,10 +12,7 @@ from torch.utils.data import DataLoader
 
 from xcyto.atomic import write_json_atomic
 from xcyto.bundle import SPLIT_FILE
-from xcyto.data import load_dataset
-from xcyto.data import synthetic_spec
-from xcyto.data import DataWarning
-from xcyto.data import CellDataset
+from xcyto.data import CellDataset, DataWarning, load_dataset, synthetic_spec
 from xcyto.data import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
 from xcyto.data import CellTorchDataset, eval_transform, train_transform
 from xcyto.errors import TrainingError

@@ -146,7 +146,7 @@ def find_nuclei(images: list[np.ndarray], segmenter=None, batch_size: int = 32, 
                 progress=None, second_look: bool = True) -> list[CellFindings]:
     """:class:`CellFindings` of each ``H x W x 3`` uint8 crop (one batched pass of the segmenter).
 
-    ``segmenter``: a :class:`xcyto.morphology._learned.LearnedSegmenter` (default: the shipped one).
+    ``segmenter``: a :class:`xcyto.morphology.LearnedSegmenter` (default: the shipped one).
     ``keep_images``: keep the working-size image and masks in each finding (for morphometry).
     ``progress``: called with the number of crops done after each batch.
     ``second_look``: segment the crop beyond an off-centre main nucleus again (step 5 above).
