@@ -4,10 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score
 
-from xcyto.data import load_dataset
+from xcyto.data import abnormal_flags, load_dataset
 from xcyto.data import check_leakage, cross_validation_fold, kfold_split
 from xcyto.errors import TrainingError
+from xcyto.morphology import fit_baseline
 from xcyto.training import _loop as loop
 from xcyto.training._compare import compare, leaderboard, parse_models
 
@@ -82,18 +84,41 @@ def test_compare_resumes_an_interrupted_run_and_writes_the_leaderboard(tmp_path,
     assert sum(int(row["n_test"]) for row in rows if row["model"] == "small_cnn") == 80  # each cell once
     board = {entry["model"]: entry for entry in result.leaderboard}
     assert set(board) == {"small_cnn", "small_cnn_lr-0.001", "ensemble (equal)", "ensemble (fitted)"}
-    assert board["small_cnn"]["folds"] == 2 and board["small_cnn"]["accuracy_std"] is not None
+    small = [row for row in rows if row["model"] == "small_cnn"]
+    accuracies = [float(row["accuracy"]) for row in small]
+    assert board["small_cnn"]["folds"] == 2
+    assert board["small_cnn"]["accuracy_mean"] == pytest.approx(np.mean(accuracies))
+    assert board["small_cnn"]["accuracy_std"] == pytest.approx(np.std(accuracies, ddof=1))
     markdown = (out / "leaderboard.md").read_text()
     assert ("| model | folds | accuracy ↑ | macro-F1 ↑ | 2-class accuracy ↑ | abnormal sensitivity ↑ | "
-            "abnormal specificity ↑ | ECE ↓ | training time (s) ↓") in markdown
-    small = [row for row in rows if row["model"] == "small_cnn"]
-    assert all(0 <= float(row["val_macro_f1"]) <= 1 and 0 <= float(row["sensitivity"]) <= 1 for row in small)
+            "abnormal specificity ↑ | ECE ↓ | mean grade error ↓ | serious misses ↓ | set coverage (target 0.90) ↑ | "
+            "mean set size ↓ | coverage at 0.90 accuracy ↑ | training time (s) ↓") in markdown
+    for row in small:  # the grade and set columns are the fold's own test metrics
+        test = json.loads((out / "small_cnn" / f"fold-{row['fold']}" / "metrics.json").read_text())["test"]
+        assert float(row["serious_misses"]) == test["grades"]["serious_misses"]
+        assert float(row["set_coverage"]) == pytest.approx(test["conformal"]["coverage"])
+    abnormal = abnormal_flags(load_dataset(DATA).classes)
+    for row in small:  # the row's numbers, derived again from the run's confusion matrices
+        metrics = json.loads((out / "small_cnn" / f"fold-{row['fold']}" / "metrics.json").read_text())
+        assert float(row["val_macro_f1"]) == pytest.approx(_macro_f1(metrics["val"]["confusion_matrix"]))
+        test = np.array(metrics["test"]["confusion_matrix"])
+        assert int(row["n_test"]) == test.sum() and float(row["accuracy"]) == pytest.approx(np.trace(test) / test.sum())
+        assert float(row["sensitivity"]) == pytest.approx(test[abnormal][:, abnormal].sum() / test[abnormal].sum())
+        assert float(row["specificity"]) == pytest.approx(test[~abnormal][:, ~abnormal].sum() / test[~abnormal].sum())
     assert (out / "leaderboard.png").stat().st_size > 0 and (out / "leaderboard.csv").is_file()
 
     with pytest.raises(TrainingError, match="other settings"):
         compare(DATA, models, out, folds=2, **{**SETTINGS, "epochs": 3})
     with pytest.raises(TrainingError, match="other folds"):
         compare(DATA, models, out, folds=3, **SETTINGS)
+
+
+def _macro_f1(confusion) -> float:
+    """Macro-F1 from a confusion matrix (rows: true class), 0 for a class never seen nor predicted."""
+    confusion = np.asarray(confusion, dtype=float)
+    hits = np.diag(confusion)
+    denominators = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return float(np.mean(np.divide(2 * hits, denominators, out=np.zeros_like(hits), where=denominators > 0)))
 
 
 def test_leaderboard_means_and_spreads():
@@ -135,9 +160,19 @@ def test_the_morphometric_baseline_joins_the_leaderboard(tmp_path):
                      **SETTINGS)
     rows = {row["model"]: row for row in result.results}
     assert set(rows) == {"small_cnn", MORPHOMETRY}
-    assert 0.0 <= rows[MORPHOMETRY]["accuracy"] <= 1.0 and rows[MORPHOMETRY]["n_test"] == rows["small_cnn"]["n_test"]
     cached = np.load(tmp_path / "morphometry" / "features.npz")
     assert cached["features"].shape[0] == 80 and len(cached["names"]) == cached["features"].shape[1]
+    # the baseline's accuracy, derived again: its trees fitted on fold 0's training cells (the
+    # manifest), scored with scikit-learn on the fold's test cells
+    manifest = list(csv.DictReader((tmp_path / "splits" / "fold-0.csv").read_text().splitlines()))
+    row_of = {cell_id: index for index, cell_id in enumerate(cached["cell_ids"])}
+    features = cached["features"][[row_of[row["cell_id"]] for row in manifest]]
+    labels = np.array([int(row["label"]) for row in manifest])
+    side = np.array([row["split"] for row in manifest])
+    trees = fit_baseline(features[side == "train"], labels[side == "train"], seed=0)
+    expected = accuracy_score(labels[side == "test"], trees.predict(features[side == "test"]))
+    assert rows[MORPHOMETRY]["n_test"] == rows["small_cnn"]["n_test"] == (side == "test").sum()
+    assert rows[MORPHOMETRY]["accuracy"] == pytest.approx(expected)
     assert MORPHOMETRY in (tmp_path / "leaderboard.md").read_text()
 
 

@@ -248,7 +248,7 @@ def test_schemes_are_checked(tmp_path):
         load_dataset(root, n=5)
 
 
-# -- Real Herlev (skipped when absent) --------------------------------------------------
+# -- Real Herlev (skipped when absent; a failure under XCYTO_REQUIRE_DATA=1) ------------
 
 def test_real_herlev(herlev_dataset):
     dataset = herlev_dataset
@@ -276,3 +276,43 @@ def test_real_herlev_40px_masks(herlev_masks_root):
     cell_area = np.mean([sample.cytoplasm_mask.mean() for sample in dataset])
     assert 0.02 < nucleus_area < cell_area < 0.95
     assert all(not (sample.nucleus_mask & ~sample.cytoplasm_mask).any() for sample in dataset)
+
+
+#: Herlev cells whose 40 px copy pairs at a thumbnail correlation >= 0.9 (measured on the
+#: shared data; docs/morphology.md). The other 30 have no partner that close in their class:
+#: their one-to-one partner correlates 0.48 to 0.90. Why their thumbnails differ more was not
+#: pinned down (29 of the 30 have padding bands in the 224 px copy, but so do 808 of the 887).
+HERLEV_PAIRS = 887
+
+
+def test_real_herlev_copies_pair_cell_by_cell_and_the_masks_land_on_their_cells(herlev_dataset, herlev_masks_dataset,
+                                                                                 herlev_with_masks):
+    from xcyto.data import match_copies
+
+    herlev, small = herlev_dataset, herlev_masks_dataset
+    matches = match_copies(herlev, small)
+    assert len(matches) == len(herlev_with_masks) == HERLEV_PAIRS
+    assert len({m.target for m in matches}) == len({m.source for m in matches}) == HERLEV_PAIRS  # one to one
+    for match in matches:
+        assert herlev.samples[match.target].class_name == small.samples[match.source].class_name, match
+    correlations = np.array([m.correlation for m in matches])
+    assert correlations.min() >= 0.9 and np.median(correlations) > 0.998
+    # without the threshold every cell gets a partner (the copies hold the same cells per class);
+    # the threshold alone leaves the 30 out, and keeps the very same pairs
+    everything = match_copies(herlev, small, min_correlation=-1.0)
+    assert len(everything) == len(herlev) == len(small) == 917
+    assert [m for m in everything if m.correlation >= 0.9] == matches
+    assert len([m for m in everything if m.correlation < 0.9]) == 917 - HERLEV_PAIRS
+
+    # the masks land on their cells: in every pair the nucleus is darker than the cytoplasm
+    # around it (haematoxylin), clearly so (a mask given the next cell of the class instead:
+    # median 18 grey levels, and about 1 in 8 "nuclei" lighter than their cytoplasm)
+    assert [s.cell_id for s in herlev_with_masks.samples] == [herlev.samples[m.target].cell_id for m in matches]
+    contrasts = []
+    for sample in herlev_with_masks.samples:
+        grey = sample.image.astype(float).mean(axis=2)
+        assert sample.nucleus_mask.shape == grey.shape and not (sample.nucleus_mask & ~sample.cytoplasm_mask).any()
+        around = sample.cytoplasm_mask & ~sample.nucleus_mask
+        assert sample.nucleus_mask.any() and around.any(), sample.cell_id
+        contrasts.append(grey[around].mean() - grey[sample.nucleus_mask].mean())
+    assert min(contrasts) > 0 and np.median(contrasts) > 30, (min(contrasts), np.median(contrasts))

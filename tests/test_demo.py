@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import require_chromium
 from xcyto.data._schemes import ABNORMAL, NORMAL
 from xcyto.demo._cell_info import CELL_INFO, DISCLAIMER, RISK_LEVELS, cell_info
 
@@ -84,7 +85,8 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
     from xcyto.demo._views import verdict_html
 
     cell = dict(predicted="Parabasal", target="Parabasal", probabilities={"Parabasal": 0.8, "Metaplastic": 0.2},
-                confidence=0.8, settings={"tta": None}, data_issues=[], no_nucleus=False)
+                confidence=0.8, settings={"tta": None}, data_issues=[], no_nucleus=False, prediction_set=[],
+                plausible="", screening=None)
     usual = verdict_html(SimpleNamespace(**cell, atypicality=40.0, atypical=False))
     assert "Parabasal" in usual and "0.80" in usual and "xc-warning" not in usual and "40/100" in usual
     odd = verdict_html(SimpleNamespace(**cell, atypicality=100.0, atypical=True))
@@ -94,9 +96,37 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
     assert "8 rotations" not in usual
     averaged = verdict_html(SimpleNamespace(**{**cell, "settings": {"tta": "8 views"}}, atypicality=40.0, atypical=False))
     assert "mean over the cell's 8 rotations and mirror images" in averaged
+    assert "lausible" not in usual and "Screening" not in usual  # a bundle without sets or a screen
+    doubtful = verdict_html(SimpleNamespace(**{**cell, "prediction_set": ["Parabasal", "Metaplastic"],
+                                               "plausible": "plausible at 90%: Parabasal or Metaplastic",
+                                               "screening": "clear", "settings": {"screen": "clear when ..."}},
+                                            atypicality=40.0, atypical=False))
+    assert "Plausible at 90%: Parabasal or Metaplastic" in doubtful and "cannot rule out 1 other class" in doubtful
+    assert "clear: below the screening threshold" in doubtful
 
 
 # -- the server ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def temporary_folder(tmp_path_factory) -> Path:
+    """The system's temporary folder, for this module: a folder of the session's pytest folder.
+
+    Gradio keeps every upload in ``<tmp>/gradio`` and its client leaves an empty
+    ``<tmp>/<40 hex digits>`` folder behind each download: without this, each run of these
+    tests left a few dozen of them in /tmp."""
+    import tempfile
+
+    tmp_path_factory.getbasetemp()  # made first, where it belongs (it holds the session's fixtures)
+    folder = tmp_path_factory.mktemp("demo-tmp")
+    saved = tempfile.tempdir
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
+        tempfile.tempdir = str(folder)
+        try:
+            yield folder
+        finally:
+            tempfile.tempdir = saved
+
+
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> list[Path]:
     """Two held-out synthetic cells, named like the shipped examples (``<Class>-<i>.png``)."""
@@ -140,11 +170,11 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def explained(server, examples):
+def explained(server, examples, temporary_folder):
     """One full ``/explain`` call (Grad-CAM and IG) through a downloading client, then ``/figure``."""
     from gradio_client import Client, handle_file
 
-    client = Client(server, verbose=False)
+    client = Client(server, verbose=False, download_files=temporary_folder / "downloads")
     result = client.predict(handle_file(str(examples[0])), ["gradcam", "integrated_gradients"], "predicted class",
                             0.75, api_name="/explain")
     figure = client.predict(api_name="/figure")
@@ -316,35 +346,34 @@ def test_the_map_is_rendered_once_and_a_cell_is_placed_on_it(demo, examples):
     assert np.abs(changed.mean(0) - [y, x]).max() < 4  # the star sits where the map puts the cell
 
 
-def test_default_bundle_resolves_and_loads_when_shipped():
-    from xcyto.explain import default_bundle_path
-
-    path = default_bundle_path()
-    if not (path / "bundle.json").is_file():
-        pytest.skip(f"no shipped demo bundle at {path} (build it with 'make artifacts')")
+def test_default_bundle_resolves_and_loads():
+    """The repository ships the demo bundle and its example cells: the demo explains one."""
     from xcyto.demo import Demo
     from xcyto.demo import default_examples, example_files
     from xcyto.demo._views import is_synthetic
+    from xcyto.explain import default_bundle_path
 
+    path = default_bundle_path()
+    assert (path / "bundle.json").is_file(), f"no shipped demo bundle at {path} (build it with 'make artifacts')"
+    examples = example_files(default_examples())
+    assert examples, f"no example cells shipped with the demo bundle ({default_examples()})"
     demo = Demo(path, map_method="pca", fit_map_in_background=False)
     try:
         assert demo.bundle.path.resolve() == path.resolve() and demo.bundle.classes
         assert is_synthetic(demo.bundle) and demo.gallery is not None
-        examples = example_files(default_examples())
-        if examples:
-            *_, details = demo.explain_cell(str(examples[0]), FAST)[:9]
-            assert details["predicted"] in demo.bundle.classes
+        *_, details = demo.explain_cell(str(examples[0]), FAST)[:9]
+        assert details["predicted"] in demo.bundle.classes
     finally:
         demo.close()
 
 
 # -- the page in a browser ---------------------------------------------------------------------------
 def test_page_in_chromium_explains_an_example_without_console_errors(server, tmp_path):
-    from tools.demo_browser import CHROMIUM, explain_example
+    import playwright.sync_api  # noqa: F401  (the dev extra: a missing one is an error, not a skip)
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    from tools.demo_browser import explain_example
+
+    require_chromium()
     report = explain_example(server, screenshot=tmp_path / "demo.png", example=0)
     assert report.console_errors == [] and report.page_errors == []
     assert report.external_requests == []  # works offline: no fonts or scripts from the internet
@@ -397,10 +426,9 @@ def test_the_model_menu_routes_every_request_to_its_model(two_models, examples):
 
 
 def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_path):
-    from tools.demo_browser import CHROMIUM, explain_example
+    from tools.demo_browser import explain_example
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    require_chromium()
     url, page = two_models
     first = explain_example(url, example=0, methods=2)
     assert first.predicted in page["Synthetic (tiny)"].bundle.classes and not first.console_errors
@@ -412,10 +440,10 @@ def test_page_in_chromium_switches_models_and_their_examples(two_models, tmp_pat
 
 def test_shipped_bundles_stay_small():
     from xcyto.demo import shipped_bundles
+    from xcyto.shipped import SHIPPED
 
     shipped = shipped_bundles()
-    if not shipped:
-        pytest.skip("no shipped bundles (make artifacts)")
+    assert len(shipped) == len(SHIPPED), f"shipped bundles missing (make artifacts): {sorted(shipped)}"
     for label, (bundle, _) in shipped.items():
         size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
         assert size <= 25_000_000, f"{label}: {size / 1e6:.2f} MB"
@@ -425,19 +453,18 @@ def test_the_demo_starts_on_real_herlev_cells(tmp_path):
     """`make demo` serves the shipped bundles, the Herlev one first, with held-out real cells
     as examples; in Chromium an example gets a Herlev class, its heatmaps and its measurements."""
     from xcyto.demo import Demo, launch
-    from tools.demo_browser import CHROMIUM, explain_example, free_port
+    from tools.demo_browser import explain_example, free_port
     from xcyto.demo import example_files, shipped_bundles
 
     shipped = shipped_bundles()
     labels = list(shipped)
-    if not labels or not labels[0].startswith("Herlev"):
-        pytest.skip("no shipped Herlev bundle (make artifacts)")
+    assert labels, "no shipped bundles (make artifacts)"
+    assert labels[0].startswith("Herlev"), f"the Herlev bundle is not first (or not shipped: make artifacts): {labels}"
     assert labels[-1].startswith("Synthetic")
     bundle_path, examples = shipped[labels[0]]
     files = example_files(examples)
     assert files and all(path.suffix == ".jpg" for path in files) and (examples / "SOURCE.txt").is_file()
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    require_chromium()
     demos = {label: Demo(path, examples=example_files(folder), map_method="pca", fit_map_in_background=False)
              for label, (path, folder) in shipped.items()}
     port = free_port()

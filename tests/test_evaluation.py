@@ -187,6 +187,28 @@ def test_bootstrap_interval_brackets_the_mean():
     assert np.isnan(bootstrap_interval([])[0])
 
 
+def _captum_completeness_error(bundle, dataset, n: int, steps: int, seed: int = 0) -> float:
+    """Mean |sum(IG) - (f(x) - f(baseline))| / max(|f(x) - f(baseline)|, 0.1) over the ``n`` cells
+    :func:`evaluate_explanations` draws (seeded), with captum's IG of the predicted class."""
+    from captum.attr import IntegratedGradients
+
+    from xcyto.data import CellTorchDataset
+
+    chosen = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    cells = CellTorchDataset([dataset.samples[i] for i in chosen], bundle.transform())
+    batch = torch.stack([cells[i][0] for i in range(len(cells))])
+    model = bundle.model.eval()
+    with torch.no_grad():
+        targets = model(batch).argmax(1)
+    border = torch.cat([batch[..., 0, :], batch[..., -1, :], batch[..., :, 0], batch[..., :, -1]], dim=-1)
+    baseline = border.median(dim=-1).values[..., None, None].expand_as(batch).contiguous()
+    _, delta = IntegratedGradients(model).attribute(batch, baselines=baseline, target=targets, n_steps=steps,
+                                                    method="gausslegendre", return_convergence_delta=True)
+    with torch.no_grad():
+        moved = (model(batch) - model(baseline)).gather(1, targets[:, None])[:, 0]
+    return float((delta.abs() / moved.abs().clamp(min=0.1)).mean())
+
+
 def test_evaluation_report_lists_every_method_and_metric(tmp_path):
     bundle = xcyto.load(untrained_bundle_path())
     report = evaluate_explanations(bundle, cells_dataset(8), n=6, methods="gradcam,ig,random", steps=4,
@@ -199,7 +221,11 @@ def test_evaluation_report_lists_every_method_and_metric(tmp_path):
     assert {"deletion_auc", "insertion_auc", "nucleus_share", "nucleus_hit", "cell_share", "cell_hit",
             "randomisation_rho", "ms_per_cell"} <= metrics
     assert "evidence_share" not in metrics  # these cells have no evidence masks
-    assert report.row("integrated_gradients", "completeness_error") is not None
+    # IG's completeness error, derived independently: captum's IntegratedGradients (4 Gauss-Legendre
+    # points, the background baseline = each image's median border colour) on the same 6 cells
+    assert report.row("integrated_gradients", "completeness_error")["n"] == 6
+    assert report.mean("integrated_gradients", "completeness_error") == pytest.approx(
+        _captum_completeness_error(bundle, cells_dataset(8), n=6, steps=4), rel=1e-3, abs=1e-6)
     assert report.row("gradcam", "completeness_error") is None
     assert report.row("gradcam", "deletion_auc")["n"] == 6
     assert "random" in report.flagged()  # a seeded random map does not depend on the weights

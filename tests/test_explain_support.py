@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import session_fixture
 from xcyto.bundle import Bundle
 from xcyto.models import create, get_spec
 
@@ -21,24 +20,21 @@ CLASSES = ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superfic
 
 @functools.lru_cache(maxsize=None)
 def untrained_bundle_path(size: int = 48) -> Path:
-    """A small_cnn bundle with random weights (seeded) and no gallery."""
+    """A small_cnn bundle with random weights (seeded) and no gallery, saved once per session
+    under pytest's temporary folder (not a ``mkdtemp`` that outlives the run)."""
     torch.manual_seed(0)
     spec = get_spec("small_cnn")
     bundle = Bundle(model=create("small_cnn", num_classes=len(CLASSES), weights=None).eval(),
                     config={"architecture": "small_cnn", "classes": CLASSES, "input_size": size,
                             "mean": list(spec.mean), "std": list(spec.std), "temperature": 1.5,
                             "name": "untrained-small-cnn"})
-    return bundle.save(Path(tempfile.mkdtemp(prefix="xcyto-explain-tests-")) / "bundle")
+    return bundle.save(session_fixture("tmp_path_factory").mktemp(f"untrained-{size}px") / "bundle")
 
 
-@functools.lru_cache(maxsize=None)
 def tiny_bundle_path() -> Path:
-    """A small_cnn trained for seconds on synthetic cells (tests/tiny.py), with its gallery."""
-    if importlib.util.find_spec("xcyto.data._synthetic") is None:
-        pytest.skip("xcyto.data._synthetic (the synthetic cell generator) is not available")
-    from tests.tiny import make_tiny_bundle
-
-    return make_tiny_bundle(Path(tempfile.mkdtemp(prefix="xcyto-explain-tiny-"))).path
+    """The session's small_cnn trained for seconds on synthetic cells, with its gallery: the
+    ``tiny_run`` fixture of ``tests/conftest.py`` (one training per session, shared)."""
+    return session_fixture("tiny_run") / "bundle"
 
 
 def cell(seed: int = 0, size: tuple[int, int] = (60, 52)) -> np.ndarray:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def run_notebook(path: Path, cwd: Path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}}).execute()
@@ -28,15 +28,15 @@ def outputs_text(notebook) -> str:
 
 @pytest.fixture(autouse=True)
 def shipped_bundle():
+    """The notebooks run on the demo bundle the repository ships: it must be there."""
     from xcyto.explain import default_bundle_path
 
-    if not (default_bundle_path() / "bundle.json").is_file():
-        pytest.skip("no shipped demo bundle (build it with 'make artifacts')")
+    path = default_bundle_path()
+    assert (path / "bundle.json").is_file(), f"no shipped demo bundle at {path} (build it with 'make artifacts')"
 
 
 @pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_audit.ipynb"])
 def test_notebooks_are_committed_without_outputs(name):
-    nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import xcyto
@@ -18,20 +19,24 @@ from tests.tiny import TINY_SETTINGS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path):
-    result = xcyto.train(**{**TINY_SETTINGS, "out": str(tmp_path)})
-    losses = [entry["train_loss"] for entry in result.history]
+def test_training_lowers_the_loss_and_writes_the_run_folder(tiny_run):
+    """The session's tiny run (tests/conftest.py: TINY_SETTINGS, trained once for every test)."""
+    settings = json.loads((tiny_run / "settings.json").read_text())["config"]
+    assert {key: settings[key] for key in TINY_SETTINGS} == TINY_SETTINGS
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == list(range(1, TINY_SETTINGS["epochs"] + 1))
+    losses = [entry["train_loss"] for entry in history]
     assert losses[-1] < losses[0]
-    test = result.metrics["test"]
-    assert test["accuracy"] > 1 / 5 + 0.15  # well above chance on 5 classes
     for name in ("split.csv", "settings.json", "checkpoint.pt", "best.safetensors", "metrics.json",
                  "history.json", "confusion_matrix.png", "learning_curves.png", "bundle/bundle.json",
                  "bundle/model.safetensors", "bundle/split.csv"):
-        assert (tmp_path / name).is_file(), name
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert (tiny_run / name).is_file(), name
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["accuracy"] > 1 / 5 + 0.15  # well above chance on 5 classes
     assert {"accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class", "ece", "ece_calibrated",
             "binary"} <= set(metrics["test"])
-    bundle = xcyto.load(tmp_path / "bundle")
+    bundle = xcyto.load(tiny_run / "bundle")
     assert bundle.config["data"]["split_sha256"] and bundle.config["training"]["seed"] == 0
     assert bundle.config["metrics"]["test"]["accuracy"] == pytest.approx(test["accuracy"])
     balance = bundle.config["balance"]  # balance="auto": both options measured on validation, one applied
@@ -68,6 +73,19 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, mon
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
 
 
+def test_the_same_settings_train_the_same_weights_twice_in_one_process(tmp_path):
+    """seed=0 means one model: the first run in a process (which loads the data check's segmenter)
+    and the next one (which finds it loaded) start from the same weights and end the same."""
+    from xcyto.data.health import _cells
+
+    _cells._shipped_segmenter.cache_clear()  # as in a fresh process
+    settings = {**TINY_SETTINGS, "epochs": 1, "max_steps_per_epoch": 2, "synthetic_n": 60, "gallery": False,
+                "tta": "off"}
+    first = xcyto.train(**settings, out=str(tmp_path / "first"))
+    second = xcyto.train(**settings, out=str(tmp_path / "second"))
+    assert first.bundle.sha256 == second.bundle.sha256
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         xcyto.train(out=str(tmp_path / "none"), resume=True)
@@ -94,18 +112,21 @@ def test_freezing_keeps_the_backbone_fixed_and_balancing_runs(tmp_path):
 
 
 def test_two_process_ddp_on_cpu_agrees_on_the_weights(tmp_path):
+    out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
                "-m", "xcyto", "train", "--data", "synthetic", "--synthetic-n", "100", "--synthetic-size", "48",
                "--model", "small_cnn", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
-               "--device", "cpu", "--num-workers", "0", "--no-gallery", "--out", str(tmp_path)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+               "--device", "cpu", "--num-workers", "0", "--no-gallery", "--out", str(out)]
+    # TMPDIR: torch.distributed.run makes a torchelastic_* folder there and leaves it behind
+    (tmp_path / "tmp").mkdir()
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     finished = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
     checksums = metrics["distributed"]["weights_checksums"]
     assert metrics["distributed"]["world_size"] == 2 and len(checksums) == 2
     assert checksums[0] == checksums[1]
-    assert xcyto.load(tmp_path / "bundle").classes
+    assert xcyto.load(out / "bundle").classes
 
 
 def test_early_stopping_stops_and_the_bundle_holds_the_best_epoch(tmp_path):
@@ -121,6 +142,50 @@ def test_early_stopping_stops_and_the_bundle_holds_the_best_epoch(tmp_path):
     last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(bundle_weights[name], best[name]) for name in best)
     assert any(not torch.equal(bundle_weights[name], last[name]) for name in best)  # not the last epoch's
+
+
+def test_early_stopping_keeps_a_best_epoch_from_the_middle_of_training(tmp_path, monkeypatch):
+    """Validation improves, then worsens (tests/tiny.py: make_peaking_cells): the bundle holds
+    the weights of the best epoch, neither the first nor the last one."""
+    from sklearn.metrics import f1_score
+
+    from tests.tiny import PEAKING_SETTINGS, make_peaking_cells
+
+    cells, manifest = make_peaking_cells(tmp_path / "data")
+    real_epoch, weights = loop._train_epoch, []
+
+    def keep_weights(model, *args, **kwargs):  # the model's weights after every epoch
+        finished = real_epoch(model, *args, **kwargs)
+        weights.append({name: value.detach().clone() for name, value in model.state_dict().items()})
+        return finished
+
+    monkeypatch.setattr(loop, "_train_epoch", keep_weights)
+    result = xcyto.train(**PEAKING_SETTINGS, data=str(cells), split_manifest=str(manifest), out=str(tmp_path / "run"))
+    scores = [entry["val_macro_f1"] for entry in result.history]
+    best_epoch, last_epoch = result.metrics["best_epoch"], result.metrics["epochs_run"]
+    assert [entry["epoch"] for entry in result.history] == list(range(1, last_epoch + 1)) and len(weights) == last_epoch
+    assert 1 < best_epoch < last_epoch, scores
+    assert scores[best_epoch - 1] == max(scores) and best_epoch == 1 + scores.index(max(scores))
+    assert scores[0] < max(scores) and scores[-1] < max(scores), scores  # improved, then worsened
+    assert last_epoch == best_epoch + PEAKING_SETTINGS["patience"] < PEAKING_SETTINGS["epochs"]  # stopped early
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] == best_epoch
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+
+    # the bundle holds that epoch's weights, not the last ones (which the checkpoint holds)
+    bundle_weights = load_file(tmp_path / "run" / "bundle" / "model.safetensors")
+    last = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(bundle_weights[name], weights[best_epoch - 1][name]) for name in bundle_weights)
+    assert all(torch.equal(last[name], weights[-1][name]) for name in last)
+    assert any(not torch.equal(bundle_weights[name], last[name]) for name in bundle_weights)
+    # and scores the best validation macro-F1 again, computed here from its own predictions
+    bundle = xcyto.load(tmp_path / "run" / "bundle")
+    validation = [line.split(",") for line in manifest.read_text().splitlines()[1:] if line.endswith(",val")]
+    images = [np.asarray(Image.open(cells / row[1])) for row in validation]
+    with torch.no_grad():
+        predicted = bundle.model.eval()(bundle.preprocess(images)).argmax(1).numpy()
+    labels = [int(row[2]) for row in validation]
+    again = f1_score(labels, predicted, labels=range(len(bundle.classes)), average="macro", zero_division=0)
+    assert again == pytest.approx(max(scores))
 
 
 def test_a_hand_edited_leaky_split_manifest_is_refused(tmp_path):

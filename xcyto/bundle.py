@@ -96,6 +96,23 @@ class Bundle:
         return Calibration.from_config(self.config)
 
     @property
+    def prediction_sets(self):
+        """Conformal prediction sets fitted on the validation cells
+        (:class:`xcyto.trust.PredictionSets`); ``None`` for a bundle made without them."""
+        from xcyto.trust import PredictionSets
+
+        record = self.config.get("conformal")
+        return PredictionSets.from_dict(record) if record else None
+
+    @property
+    def screen(self):
+        """The chosen screening threshold (:class:`xcyto.trust.Screen`; ``xcyto screen``), or ``None``."""
+        from xcyto.trust import Screen
+
+        record = self.config.get("screen")
+        return Screen.from_dict(record) if record else None
+
+    @property
     def temperature(self) -> float:
         return self.calibration.temperature
 

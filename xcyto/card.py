@@ -37,7 +37,7 @@ def render_card(bundle: Bundle, metrics: dict | None = None, evaluated: str | No
             metrics = {**metrics, **_run_metrics(bundle, metrics)}
     sections = [f"# Model card: {bundle.name}", _summary(bundle), _model_section(bundle),
                 _data_section(bundle), _performance_section(bundle, metrics, evaluated),
-                _use_section(bundle, metrics)]
+                _trust_section(bundle, metrics), _use_section(bundle, metrics)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -203,6 +203,36 @@ def _performance_section(bundle: Bundle, metrics: dict | None, evaluated: str | 
             lines.append("The calibration chosen on the validation cells did not lower the test ECE here; "
                          "treat the probabilities as rough.")
     return "\n".join(lines)
+
+
+def _trust_section(bundle: Bundle, metrics: dict | None) -> str:
+    """Prediction sets, the screening threshold and the errors in grades, where the bundle has them."""
+    metrics = metrics or {}
+    rows = []
+    sets = bundle.prediction_sets
+    if sets is not None:
+        measured = metrics.get("conformal") or {}
+        coverage = measured.get("coverage", metrics.get("set_coverage"))
+        size = measured.get("mean_set_size", metrics.get("set_mean_set_size"))
+        rows.append(("prediction sets", sets.describe()
+                     + ("" if coverage is None else f"; on the test cells coverage {_number(coverage)}, "
+                                                    f"mean set size {_number(size)}")))
+    screen = bundle.screen
+    if screen is not None:
+        rows.append(("screening threshold", screen.describe()))
+    grades = metrics.get("grades") or {}
+    serious = grades.get("serious_misses", metrics.get("serious_misses"))
+    if serious is not None:
+        mean = grades.get("mean_grade_error", metrics.get("mean_grade_error"))
+        rows.append(("errors in grades", f"mean grade error {_number(mean)}; serious misses (abnormal called normal, "
+                                         f"high grade called low) {serious} on the test cells"))
+    kept = (metrics.get("risk_coverage") or {}).get("coverage_at_target", metrics.get("coverage_at_0.90_accuracy"))
+    if kept is not None:
+        rows.append(("abstaining", f"its surest {float(kept):.0%} of the test cells are classified with accuracy 0.90 "
+                                   "or more"))
+    if not rows:
+        return ""
+    return "## Trust per cell\n\n" + _table(["", ""], rows)
 
 
 def _use_section(bundle: Bundle, metrics: dict | None) -> str:

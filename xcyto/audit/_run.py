@@ -225,6 +225,7 @@ def audit(bundle, dataset, *, methods=DEFAULT_METHODS, confidence: float = DEFAU
         "atypicality": S.atypicality_tail(atypicality_scores),
         "method_disagreement": np.full(n, np.nan),
         "morphology_disagreement": np.full(n, np.nan),
+        **S.trust_signals(labels, probabilities, bundle.classes, bundle.prediction_sets),
         "atypicality_percentile": atypicality_scores,
     }
 

@@ -20,7 +20,14 @@ Each signal is in [0, 1], higher = more worth a look:
     cell's measured nucleus and cytoplasm, fitted on the gallery's training cells): the
     measurements cytologists make do not back the CNN's call.
 
-``suspicion`` is their weighted sum (``WEIGHTS``): the audit's ranking, most worth a look first.
+``outside_set``
+    1 when the given label lies outside the cell's conformal prediction set (the model rules
+    it out at the bundle's coverage), 0 when the set holds it or the bundle has no sets.
+``grade_gap``
+    how many grades apart the given and the predicted class are, over the scale's widest gap
+    (:mod:`xcyto.trust`): a carcinoma in situ called normal outranks one called severe dysplasia.
+
+``suspicion`` is their weighted mean (``WEIGHTS``): the audit's ranking, most worth a look first.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ import torch.nn.functional as F
 
 #: Weights of the signals in ``suspicion``: label evidence first, then neighbours.
 WEIGHTS = {"label_issue": 0.4, "neighbour_disagreement": 0.3, "atypicality": 0.1, "method_disagreement": 0.1,
-           "morphology_disagreement": 0.1}
+           "morphology_disagreement": 0.1, "outside_set": 0.1, "grade_gap": 0.1}
 #: Side of the grid both maps are pooled to before their ranks are compared.
 AGREEMENT_GRID = 8
 #: Atypicality percentile from which a cell starts to count as unusual.
@@ -112,8 +119,28 @@ def map_agreement(first: np.ndarray, second: np.ndarray, grid: int = AGREEMENT_G
 
 
 def suspicion(signals: dict[str, np.ndarray]) -> np.ndarray:
-    """Weighted sum of the signals (see ``WEIGHTS``), in [0, 1]."""
-    return sum(weight * np.asarray(signals[name], dtype=float) for name, weight in WEIGHTS.items())
+    """Weighted mean of the signals (see ``WEIGHTS``; a signal not given counts 0), in [0, 1]."""
+    return sum(weight * np.asarray(signals[name], dtype=float) for name, weight in WEIGHTS.items()
+               if name in signals) / sum(WEIGHTS.values())
+
+
+def trust_signals(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], sets=None) -> dict:
+    """``outside_set`` and ``grade_gap`` of every cell (see the module's docstring)."""
+    from xcyto.trust import grade_scale
+
+    labels = np.asarray(labels, dtype=int)
+    predictions = np.asarray(probabilities).argmax(axis=1)
+    outside = np.zeros(len(labels))
+    if sets is not None and len(labels):
+        outside = (~sets.predict(probabilities)[np.arange(len(labels)), labels]).astype(float)
+    gap = np.zeros(len(labels))
+    scale = grade_scale(classes)
+    if scale is not None:
+        grades = np.array([np.nan if g is None else g for g in scale.of(classes)], dtype=float)
+        widest = np.nanmax(grades) - np.nanmin(grades)
+        if widest > 0:
+            gap = np.nan_to_num(np.abs(grades[labels] - grades[predictions]) / widest)
+    return {"outside_set": outside, "grade_gap": gap}
 
 
 def label_error_readings(labels: np.ndarray, probabilities: np.ndarray, neighbour_labels: np.ndarray,

@@ -23,6 +23,7 @@ EPILOG = """examples:
   xcyto train --data ../shared/data/herlev --model efficientnet_lite0 --out runs/herlev
   xcyto evaluate --bundle runs/herlev/bundle --data ../shared/data/herlev --split test
   xcyto predict --bundle runs/herlev/bundle cell1.bmp cell2.bmp --out predictions.csv
+  xcyto screen --bundle runs/herlev/bundle --sensitivity 0.98     # a threshold that clears normal cells
   xcyto explain cell.bmp --bundle runs/herlev/bundle --out explained
   xcyto audit --bundle runs/herlev/bundle --data ../shared/data/herlev --split test --out audit-herlev
   xcyto concepts --bundle runs/herlev/bundle --data ../shared/data/herlev --out concepts-herlev

@@ -30,6 +30,13 @@ EVALUATE_EPILOG = """examples:
   xcyto evaluate --bundle runs/herlev-lite0/bundle --data ../shared/data/herlev --split test
   xcyto evaluate --bundle artifacts/demo-bundle --data synthetic --out eval-synthetic"""
 
+SCREEN_EPILOG = """examples:
+  xcyto screen --bundle runs/herlev-lite0/bundle --sensitivity 0.98
+  xcyto screen --bundle artifacts/herlev-bundle --data ../shared/data/herlev --dry-run
+
+The guarantee is in expectation over new cells like the validation cells (conformal risk
+control); it needs at least 1/(1 - SENSITIVITY) - 1 abnormal validation cells (49 for 0.98)."""
+
 PREDICT_EPILOG = """examples:
   xcyto predict --bundle runs/herlev-lite0/bundle cell1.bmp cell2.bmp
   xcyto predict --bundle runs/herlev-lite0/bundle some/folder --out predictions.csv"""
@@ -80,6 +87,23 @@ def register(subparsers) -> None:
     predict.add_argument("--out", default=None, help="CSV path (default: print to the terminal)")
     add_tta_override(predict)
     predict.set_defaults(func=run_predict)
+
+    screen = subparsers.add_parser(
+        "screen", help="choose a screening threshold with a guaranteed sensitivity",
+        description="Choose the threshold on p(abnormal) below which a cell may be cleared as normal, so that\n"
+                    "on new cells the expected share of abnormal cells missed stays at or below 1 - SENSITIVITY\n"
+                    "(conformal risk control on the bundle's validation cells), and refit its prediction sets.\n"
+                    "Both are recorded in the bundle; predict, explain and the demo then say refer / clear.",
+        epilog=SCREEN_EPILOG, formatter_class=formatter)
+    screen.add_argument("--bundle", required=True, help="bundle folder (or a shipped name: herlev)")
+    screen.add_argument("--sensitivity", type=float, default=0.98,
+                        help="share of abnormal cells to refer, guaranteed in expectation (default %(default)s)")
+    screen.add_argument("--coverage", type=float, default=None,
+                        help="coverage of the prediction sets (default: the bundle's, else 0.9)")
+    screen.add_argument("--data", default=None, help="the bundle's data, when it records no validation scores")
+    screen.add_argument("--scheme", default=None, help="label scheme of --data")
+    screen.add_argument("--dry-run", action="store_true", help="print the choice without recording it")
+    screen.set_defaults(func=run_screen)
 
     models = subparsers.add_parser("models", help="the architectures 'xcyto train --model' accepts",
                                    description="List the registered architectures with their native input size "
@@ -195,6 +219,14 @@ def run_predict(args) -> int:
     from xcyto.training import predict_command
 
     predict_command(args.bundle, args.images, out=args.out, tta=tta_override(args))
+    return 0
+
+
+def run_screen(args) -> int:
+    from xcyto.training import screen_command
+
+    screen_command(args.bundle, sensitivity=args.sensitivity, coverage=args.coverage, data=args.data,
+                   scheme=args.scheme, write=not args.dry_run)
     return 0
 
 

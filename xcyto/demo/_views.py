@@ -51,6 +51,16 @@ def verdict_html(explanation) -> str:
                      "and no nucleus is measured.</div>")
     parts.append(f"<div class='xc-verdict'><span class='xc-predicted'>{_esc(e.predicted)}</span> "
                  f"<span class='xc-confidence'>{calibrated} {e.confidence:.2f}</span>")
+    if e.plausible:
+        size = len(e.prediction_set)
+        doubt = ("the model rules out every other class" if size == 1 else
+                 f"the model cannot rule out {size - 1} other class{'es' if size > 2 else ''}")
+        parts.append(f"<div class='xc-set'><b>{_esc(e.plausible[0].upper() + e.plausible[1:])}</b> "
+                     f"({doubt}; conformal prediction set on the bundle's validation cells)</div>")
+    if e.screening:
+        advice = ("refer: a person should read this cell" if e.screening == "refer"
+                  else "clear: below the screening threshold")
+        parts.append(f"<div class='xc-note'>Screening: <b>{advice}</b> ({_esc(e.settings.get('screen', ''))}).</div>")
     other_issues = [issue for issue in e.data_issues if issue.check != "no_nucleus"]
     if other_issues:
         parts.append("<div class='xc-warning'><b>Check the crop.</b> "

@@ -39,11 +39,14 @@ def resolve_bundle(bundle=None) -> Bundle:
         else:
             try:
                 path = default_bundle_path()
+                missing = None if path.is_dir() else f"no folder {path}"
             except BundleError as error:
+                missing = str(error)
+            if missing:
                 raise ExplainError(
-                    f"no bundle given and ${BUNDLE_ENV} is not set, so the shipped demo bundle is used, but {error}; "
-                    f"or pass bundle=PATH (a folder written by 'xcyto train') or a shipped name ('herlev'), "
-                    f"or set {BUNDLE_ENV}") from error
+                    f"no bundle given, ${BUNDLE_ENV} is not set and the shipped demo bundle is not here ({missing}); "
+                    f"pass bundle=PATH (a folder written by 'xcyto train') or a shipped name ('herlev'), set "
+                    f"{BUNDLE_ENV}, or build the shipped bundles with 'make artifacts'")
     elif isinstance(bundle, (str, os.PathLike)):
         path = bundle_path(bundle)
     else:

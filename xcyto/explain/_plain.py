@@ -111,6 +111,16 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
     }
     recorded = _recorded_checks(bundle, results[0].settings)
     padded = bool(bundle.config.get("pad_to_square", True))
+    sets, screen = bundle.prediction_sets, bundle.screen
+    in_set = sets.predict(np.asarray(probabilities, dtype=np.float64)) if sets is not None else None
+    if sets is not None:
+        common.update(set_coverage=sets.coverage, sets=sets.describe())
+    referred = None
+    if screen is not None and screen.guaranteed:
+        from xcyto.trust import p_abnormal
+
+        referred = screen.refer(p_abnormal(np.asarray(probabilities, dtype=np.float64), classes))
+        common.update(screen=screen.describe())
     explanations = []
     for index in range(cells):
         heatmaps = {}
@@ -134,7 +144,10 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
             atypical=None if atypical_flags is None else bool(atypical_flags[index]),
             settings=settings, source=names[index],
             embedding=None if embedding is None else embedding[index].cpu().numpy(),
-            timings_ms=timings, original=arrays[index], morphology=morphologies[index], data_issues=issues[index]))
+            timings_ms=timings, original=arrays[index], morphology=morphologies[index], data_issues=issues[index],
+            prediction_set=[] if in_set is None else [classes[c] for c in np.argsort(-probabilities[index])
+                                                      if in_set[index, c]],
+            screening=None if referred is None else ("refer" if referred[index] else "clear")))
     return explanations[0] if single else explanations
 
 

@@ -107,8 +107,10 @@ class Heatmap:
 class Explanation:
     """Why the model said what it said about one cell.
 
-    ``predicted`` and ``probabilities`` (temperature-calibrated, per class) describe the
-    prediction; ``target`` is the class the maps explain (the prediction unless asked
+    ``predicted`` and ``probabilities`` (calibrated where the bundle applies a calibration)
+    describe the prediction; ``prediction_set`` holds every class the bundle's conformal sets
+    cannot rule out (:attr:`plausible` says it in words) and ``screening`` whether its
+    screening threshold refers or clears the cell; ``target`` is the class the maps explain (the prediction unless asked
     otherwise). ``heatmaps`` maps method name -> :class:`Heatmap`. ``neighbours``,
     ``nearest_per_class`` and ``atypicality``/``atypical`` come from the bundle's
     gallery (empty/None without one). ``settings`` records what produced it. ``image`` is
@@ -132,6 +134,18 @@ class Explanation:
     original: np.ndarray | None = None
     morphology: object | None = None  # xcyto.morphology.Morphology: masks, features, percentiles
     data_issues: list = field(default_factory=list)  # xcyto.data.health.Issue of the image, blocking ones first
+    prediction_set: list = field(default_factory=list)  # the classes not ruled out at the bundle's coverage
+    screening: str | None = None  # "refer" or "clear" under the bundle's screening threshold (None: none chosen)
+
+    @property
+    def plausible(self) -> str:
+        """The prediction set in words: "plausible at 90 %: severe_dysplastic or moderate_dysplastic"
+        ("" when the bundle has no sets)."""
+        if not self.prediction_set:
+            return ""
+        coverage = self.settings.get("set_coverage")
+        at = f" at {coverage:.0%}" if coverage else ""
+        return f"plausible{at}: {' or '.join(self.prediction_set)}"
 
     @property
     def no_nucleus(self) -> bool:
@@ -204,6 +218,8 @@ class Explanation:
             "confidence": self.confidence,
             "target": self.target,
             "probabilities": dict(self.probabilities),
+            "prediction_set": list(self.prediction_set),
+            "screening": self.screening,
             "classes": list(self.classes),
             "heatmaps": {name: heatmap.to_dict(arrays) for name, heatmap in self.heatmaps.items()},
             "neighbours": [_neighbour_dict(n, arrays) for n in self.neighbours],

@@ -189,9 +189,11 @@ class LearnedSegmenter:
 
         path = Path(path) if path else default_path()
         if not (path / WEIGHTS_FILE).is_file():
-            raise SegmentationError(f"no learned segmenter at {path} (build it with 'make artifacts', or set ${ENV})")
+            raise SegmentationError(f"no learned segmenter at {path} (it ships inside the package; rebuild it with "
+                                    f"'python artifacts/build_segmenter.py', or set ${ENV})")
         config = json.loads((path / CONFIG_FILE).read_text())
-        model = UNet(tuple(config["widths"]))
+        with torch.random.fork_rng(devices=[]):  # its weights are loaded: draw nothing from the caller's generator
+            model = UNet(tuple(config["widths"]))
         model.load_state_dict(load_file(path / WEIGHTS_FILE))
         return cls(model, int(config["input_size"]))
 

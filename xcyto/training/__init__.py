@@ -18,7 +18,7 @@ _LAZY = {
     "describe_balance": "_balance",
     "cells_in_split": "_evaluate", "collect_images": "_evaluate", "evaluate_bundle": "_evaluate",
     "evaluate_command": "_evaluate", "find_manifest": "_evaluate", "predict_command": "_evaluate",
-    "select_split": "_evaluate", "training_data": "_evaluate",
+    "screen_command": "_evaluate", "select_split": "_evaluate", "training_data": "_evaluate",
     "compare": "_compare",
 }
 

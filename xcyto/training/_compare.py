@@ -35,6 +35,9 @@ from xcyto.training._config import TrainConfig
 METRICS = (("accuracy", "accuracy", "higher"), ("macro_f1", "macro-F1", "higher"),
            ("binary_accuracy", "2-class accuracy", "higher"), ("sensitivity", "abnormal sensitivity", "higher"),
            ("specificity", "abnormal specificity", "higher"), ("ece", "ECE", "lower"),
+           ("mean_grade_error", "mean grade error", "lower"), ("serious_misses", "serious misses", "lower"),
+           ("set_coverage", "set coverage (target 0.90)", "higher"), ("set_size", "mean set size", "lower"),
+           ("coverage_at_90", "coverage at 0.90 accuracy", "higher"),
            ("train_seconds", "training time (s)", "lower"))
 #: Settings that may change between runs of one comparison without invalidating it
 #: (paths may be given relative or absolute; the fold manifests' content is checked instead).
@@ -368,11 +371,19 @@ def _row(model: str, fold: int, test: dict, seconds, parameters: int) -> dict:
     """A leaderboard row; its ECE is that of the probabilities the model predicts with (calibrated,
     and for an ensemble the mixture of its members' own, with their test-time augmentation)."""
     binary = test.get("binary") or {}
+    grades, sets = test.get("grades") or {}, test.get("conformal") or {}
     def read(key):
         return test.get(f"binary_{key}", binary.get(key))
     return {"model": model, "fold": fold, "n_test": test["n"], "accuracy": test["accuracy"],
             "macro_f1": test["macro_f1"], "binary_accuracy": read("accuracy"), "sensitivity": read("sensitivity"),
-            "specificity": read("specificity"), "ece": test["ece_calibrated"], "train_seconds": seconds,
+            "specificity": read("specificity"), "ece": test["ece_calibrated"],
+            "mean_grade_error": test.get("mean_grade_error", grades.get("mean_grade_error")),
+            "serious_misses": test.get("serious_misses", grades.get("serious_misses")),
+            "set_coverage": test.get("set_coverage", sets.get("coverage")),
+            "set_size": test.get("set_mean_set_size", sets.get("mean_set_size")),
+            "coverage_at_90": test.get("coverage_at_0.90_accuracy",
+                                       (test.get("risk_coverage") or {}).get("coverage_at_target")),
+            "train_seconds": seconds,
             "parameters": parameters, "val_accuracy": None, "val_macro_f1": None, "best_epoch": None,
             "epochs_run": None, "balance": None, "accuracy_if_raw": None, "macro_f1_if_raw": None}
 
@@ -424,7 +435,7 @@ def leaderboard_markdown(board: list[dict], title: str) -> str:
         cells = [entry["model"], str(entry["folds"])]
         for key, _, _ in shown:
             mean, std = entry[f"{key}_mean"], entry[f"{key}_std"]
-            digits = 0 if key == "train_seconds" else 3
+            digits = 0 if key == "train_seconds" else 1 if key == "serious_misses" else 3
             cells.append("" if mean is None else f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}"))
         cells.append(f"{entry['parameters'] / 1e6:.2f}" if entry["parameters"] else "-")
         lines.append("| " + " | ".join(cells) + " |")

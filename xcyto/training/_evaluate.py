@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from xcyto.bundle import SPLIT_FILE, Bundle
 from xcyto.errors import DataError
 from xcyto.loading import load
 from xcyto.plotting import plot_confusion_matrix, save_figure
+from xcyto.data import abnormal_flags
 from xcyto.training._metrics import classification_metrics
+from xcyto.trust import p_abnormal, plot_risk_coverage, risk_coverage, set_metrics
 
 #: Environment variable: the folder holding the datasets (``$XCYTO_DATA/herlev``, ...).
 DATA_ENV = "XCYTO_DATA"
@@ -74,7 +77,12 @@ def select_split(bundle: Bundle, dataset, split: str):
 
 def evaluate_bundle(bundle: Bundle, dataset, tta: bool | None = None) -> dict:
     """Metrics of ``bundle`` on every cell of ``dataset`` (its classes must match);
-    ``tta`` overrides the bundle's test-time augmentation for this evaluation."""
+    ``tta`` overrides the bundle's test-time augmentation for this evaluation. With the
+    bundle's prediction sets and screen, their coverage and sensitivity on these cells too."""
+    return _evaluate(bundle, dataset, tta)[0]
+
+
+def _evaluate(bundle: Bundle, dataset, tta: bool | None = None) -> tuple[dict, np.ndarray]:
     if list(dataset.classes) != bundle.classes:
         raise DataError(f"the data's classes {dataset.classes} differ from the bundle's {bundle.classes}; "
                         f"check --scheme")
@@ -82,7 +90,18 @@ def evaluate_bundle(bundle: Bundle, dataset, tta: bool | None = None) -> dict:
     metrics = classification_metrics(predictions.logits, dataset.labels, bundle.classes, bundle.calibration,
                                      predictions.probabilities)
     metrics["tta"] = bundle.uses_tta(tta)
-    return metrics
+    sets = bundle.prediction_sets
+    if sets is not None and len(dataset.labels):
+        metrics["conformal"] = {**set_metrics(sets.predict(predictions.probabilities), dataset.labels, bundle.classes),
+                                "target": sets.coverage, "sets": sets.describe()}
+    screen = bundle.screen
+    if screen is not None and screen.guaranteed and "binary" in metrics:
+        refer = screen.refer(p_abnormal(predictions.probabilities, bundle.classes))
+        abnormal = abnormal_flags(bundle.classes)[np.asarray(dataset.labels)]
+        metrics["screen"] = {"threshold": screen.threshold, "target_sensitivity": screen.sensitivity,
+                             "sensitivity": float(refer[abnormal].mean()) if abnormal.any() else float("nan"),
+                             "cleared_normal": float((~refer[~abnormal]).mean()) if (~abnormal).any() else float("nan")}
+    return metrics, predictions.probabilities
 
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta: bool | None = None) -> dict:
     from xcyto.data import load_dataset
@@ -96,7 +115,7 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta:
     everything = load_dataset(data, scheme=scheme)
     dataset, note = cells_in_split(bundle, everything, split)
     print(f"evaluating on {note}")
-    metrics = evaluate_bundle(bundle, dataset, tta=tta)
+    metrics, probabilities = _evaluate(bundle, dataset, tta=tta)
     taken = split if dataset is not everything else "all"  # new data: every cell, whatever was asked
     metrics.update(bundle=str(bundle_path), bundle_sha256=bundle.sha256, data=str(data), split=taken,
                    split_requested=split, cells=note)
@@ -106,13 +125,45 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta:
     if "binary" in metrics:
         line += f", normal/abnormal accuracy {metrics['binary']['accuracy']:.3f}"
     print(f"{line}; probabilities: {views}")
+    print(trust_lines(metrics))
     if out:
         out = Path(out)
         write_json_atomic(out / "metrics.json", metrics)
         save_figure(plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, title=f"{bundle.name} ({taken})"),
                     out / "confusion_matrix.png")
-        print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+        sets = bundle.prediction_sets
+        curves = {"top probability": risk_coverage(probabilities, dataset.labels, bundle.classes)}
+        if sets is not None:
+            curves["set size"] = risk_coverage(probabilities, dataset.labels, bundle.classes,
+                                               sets=sets.predict(probabilities))
+        save_figure(plot_risk_coverage(curves, title=f"{bundle.name} ({taken}): risk against coverage"),
+                    out / "risk_coverage.png")
+        print(f"wrote {out / 'metrics.json'}, {out / 'confusion_matrix.png'} and {out / 'risk_coverage.png'}")
     return metrics
+
+
+def trust_lines(metrics: dict) -> str:
+    """The trust part of an evaluation, in words: grades, sets, screen, risk and coverage."""
+    lines = []
+    if "grades" in metrics:
+        g = metrics["grades"]
+        lines.append(f"grades ({g['scale']}): mean grade error {g['mean_grade_error']:.2f}, "
+                     f"{g['errors_within_one_grade']:.0%} of errors within one grade, serious misses "
+                     f"{g['serious_misses']} ({g['abnormal_called_normal']} abnormal called normal, "
+                     f"{g['high_grade_called_low']} high grade called low)")
+    if "conformal" in metrics:
+        c = metrics["conformal"]
+        lines.append(f"prediction sets at {c['target']:.0%}: coverage {c['coverage']:.3f} (lowest class "
+                     f"{c['lowest_class']} {c['lowest_class_coverage']:.3f}), mean size {c['mean_set_size']:.2f}, "
+                     f"single class {c['singletons']:.0%}")
+    if "screen" in metrics:
+        s = metrics["screen"]
+        lines.append(f"screen (target sensitivity {s['target_sensitivity']:.2f}): sensitivity {s['sensitivity']:.3f}, "
+                     f"clears {s['cleared_normal']:.0%} of normal cells")
+    if "risk_coverage" in metrics:
+        r = metrics["risk_coverage"]
+        lines.append(f"accuracy {r['target_accuracy']:.2f} on the surest {r['coverage_at_target']:.0%} of cells")
+    return "\n".join(lines)
 
 def collect_images(arguments) -> list[Path]:
     """Image files named directly or found under folders, in a stable order."""
@@ -155,6 +206,8 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
     reference = (bundle.config.get("data_health") or {}).get("reference") or None
+    sets = bundle.prediction_sets
+    screen = bundle.screen if bundle.screen is not None and bundle.screen.guaranteed else None
     for start in range(0, len(arrays), batch_size):
         chunk = arrays[start:start + batch_size]
         _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(chunk), tta=tta)
@@ -162,15 +215,21 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
             issues = check_image(array, reference=reference, path=rows[row_index]["path"])
             rows[row_index]["data_issues"] = ";".join(issue.check for issue in issues)
         probabilities = probabilities.cpu().numpy()
+        chosen = sets.predict(probabilities) if sets else None
+        refer = screen.refer(p_abnormal(probabilities, bundle.classes)) if screen else None
         if gallery is not None:
             scores, flags = gallery.atypicality(embeddings.cpu())
         for offset, (row_index, p) in enumerate(zip(readable[start:start + batch_size], probabilities)):
             rows[row_index].update(predicted=bundle.classes[int(p.argmax())], confidence=f"{p.max():.4f}",
                                    tta=int(bundle.uses_tta(tta)),
+                                   **({"prediction_set": "|".join(bundle.classes[c] for c in np.argsort(-p)
+                                                                  if chosen[offset, c])} if sets else {}),
+                                   **({"screen": "refer" if refer[offset] else "clear"} if screen else {}),
                                    **{f"p_{name}": f"{value:.4f}" for name, value in zip(bundle.classes, p)})
             if gallery is not None:
                 rows[row_index].update(atypicality=f"{float(scores[offset]):.1f}", atypical=int(bool(flags[offset])))
-    columns = ["path", "predicted", "confidence", "tta", *[f"p_{name}" for name in bundle.classes],
+    columns = ["path", "predicted", "confidence", "tta", *(["prediction_set"] if sets else []),
+               *(["screen"] if screen else []), *[f"p_{name}" for name in bundle.classes],
                *(["atypicality", "atypical"] if gallery is not None else []), "data_issues", "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="")
@@ -187,3 +246,48 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
     else:
         sys.stdout.write(text.getvalue())
     return rows
+
+
+def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | None = None, data=None,
+                   scheme=None, write: bool = True) -> dict:
+    """Choose a bundle's screening threshold (and refit its prediction sets) on its validation
+    cells and record both in its ``bundle.json``. The validation scores recorded at training are
+    used when present; otherwise (or with ``data``) the validation cells of the bundle's split
+    are predicted again, as the bundle predicts (calibrated, with its TTA)."""
+    from xcyto.atomic import write_json_atomic
+    from xcyto.data import load_dataset
+    from xcyto.trust import DEFAULT_COVERAGE, Screen, fit_screen, trust_records
+
+    bundle = load(bundle_path)
+    if abnormal_flags(bundle.classes) is None:
+        raise DataError(f"{bundle.name}: screening needs classes that are each normal or abnormal; "
+                        f"{', '.join(bundle.classes)} are not")
+    coverage = coverage or (bundle.prediction_sets.coverage if bundle.prediction_sets else DEFAULT_COVERAGE)
+    recorded = (bundle.config.get("screen") or {}).get("validation")
+    if recorded and data is None and bundle.prediction_sets is not None:
+        screen = fit_screen(recorded["p_abnormal"], np.asarray(recorded["abnormal"], bool), sensitivity)
+        sets = bundle.prediction_sets
+        sets.coverage = float(coverage)
+        records = {"conformal": sets.to_dict(), "screen": {**screen.to_dict(), "validation": recorded}}
+        source = f"the {len(recorded['abnormal'])} validation cells' scores recorded in the bundle"
+    else:
+        data = data or training_data(bundle)
+        if not data:
+            raise DataError(f"bundle {bundle_path} records neither validation scores nor its data source; pass --data")
+        scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default"
+                            else bundle.config["label_scheme"])
+        everything = load_dataset(data, scheme=scheme)
+        cells, note = cells_in_split(bundle, everything, "val")
+        if cells is everything:
+            raise DataError(f"{bundle_path}: no validation split of the bundle applies to {data} ({note})")
+        probabilities = bundle.predict_cells(cells.samples, progress=True).probabilities
+        records = trust_records(probabilities, cells.labels, bundle.classes, coverage=coverage, sensitivity=sensitivity)
+        source = note
+    screen = Screen.from_dict(records["screen"])
+    if write and bundle.path is not None:
+        config = json.loads((bundle.path / "bundle.json").read_text())
+        config.update(records)
+        write_json_atomic(bundle.path / "bundle.json", config)
+    print(f"{bundle.name}, from {source}:\n  screen: {screen.describe()}\n  sets: {records['conformal']['description']}"
+          + (f"\n  recorded in {bundle.path / 'bundle.json'}" if write and bundle.path is not None else ""))
+    return records

@@ -39,6 +39,7 @@ from xcyto.training._distributed import DistContext, init_distributed, pick_devi
 from xcyto.calibration import choose_calibration
 from xcyto.training._balance import choose_prior_adjustment, choose_training, worth_weighting
 from xcyto.training._metrics import classification_metrics, headline_metrics, macro_f1
+from xcyto.trust import PredictionSets, set_metrics, trust_records
 
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "best.safetensors"
@@ -189,6 +190,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
         for note in data.notes:
             print(f"from the data: {note}")
     context.barrier()
+    seed_everything(config.seed)  # the data checks may have drawn from the generator (loading the segmenter)
     model = create(config.model, num_classes=len(data.classes), weights=config.weights, head=config.head)
     model.to(device)
     if device.type == "cuda":
@@ -292,20 +294,26 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         val_views = view_probabilities(model, data.val_loader(device), device, chosen, autocast_dtype)
         tta = choose_tta(config.tta, chosen.probabilities(val_logits), val_views, val_labels, len(data.classes))
         test_views = view_probabilities(model, evaluated, device, chosen, autocast_dtype) if tta["enabled"] else None
+        validated[:] = [val_views if tta["enabled"] else chosen.probabilities(val_logits),
+                        test_views if tta["enabled"] else chosen.probabilities(test_logits)]
         return chosen, tta, {
             "test": classification_metrics(test_logits, test_labels, data.classes, chosen, test_views),
             "val": classification_metrics(val_logits, val_labels, data.classes, chosen,
                                           val_views if tta["enabled"] else None)}
 
+    validated = []  # the validation cells' probabilities as the bundle gives them (last calibrated() call)
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
     prior, balance = choose_prior_adjustment(val_logits, val_labels, counts)
     balance["mode"] = config.balance
     if config.balance != "auto":
         prior = None  # measured for the record only
         balance["chosen"] = f"balance={config.balance}"
-    calibration, tta, scored = calibrated(prior)
     if prior is not None:  # what the raw logits would have given, for paired comparisons
         balance["test_if_raw"] = headline_metrics(calibrated(None)[2]["test"])
+    calibration, tta, scored = calibrated(prior)
+    trust = trust_records(validated[0], val_labels, data.classes)
+    sets = PredictionSets.from_dict(trust["conformal"])
+    scored["test"]["conformal"] = set_metrics(sets.predict(validated[1]), test_labels, data.classes)
     metrics = {
         "evaluated_on": "test" if data.test_loader(device) else "val",
         **scored,
@@ -340,6 +348,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "data_health": data.health,
         "data": data.provenance(),
         "metrics": {"test": headline_metrics(metrics["test"]), "evaluated_on": metrics["evaluated_on"]},
+        **trust,
     }
     bundle = Bundle(model=model.eval().cpu(), config=bundle_config)
     if context.is_main:

@@ -1,4 +1,5 @@
-"""Classifier metrics: accuracy, macro scores, ECE, normal/abnormal sensitivity and specificity."""
+"""Classifier metrics: accuracy, macro scores, ECE, normal/abnormal sensitivity and specificity,
+errors in grades and the accuracy of the surest cells (:mod:`xcyto.trust`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from xcyto.calibration import Calibration, expected_calibration_error
 from xcyto.data import abnormal_flags
+from xcyto.trust import TARGET_ACCURACY, coverage_at_accuracy, grade_metrics, risk_coverage
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
@@ -41,6 +43,13 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
         "temperature": float(calibration.temperature),
         "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(len(classes)))).tolist(),
     }
+    grades = grade_metrics(labels, predictions, classes)
+    if grades is not None:
+        metrics["grades"] = grades
+    if len(labels):
+        curve = risk_coverage(probabilities, labels, classes)
+        metrics["risk_coverage"] = {"by": curve["by"], "target_accuracy": TARGET_ACCURACY,
+                                    "coverage_at_target": coverage_at_accuracy(curve)}
     flags = abnormal_flags(classes)
     if flags is not None:
         true_abnormal = flags[labels]
@@ -63,5 +72,13 @@ def headline_metrics(metrics: dict) -> dict:
     if "binary" in metrics:
         for key in ("accuracy", "sensitivity", "specificity"):
             headline[f"binary_{key}"] = metrics["binary"][key]
+    if "grades" in metrics:
+        for key in ("mean_grade_error", "serious_misses", "serious_miss_rate"):
+            headline[key] = metrics["grades"][key]
+    if "risk_coverage" in metrics:
+        headline["coverage_at_0.90_accuracy"] = metrics["risk_coverage"]["coverage_at_target"]
+    if "conformal" in metrics:
+        for key in ("coverage", "lowest_class_coverage", "mean_set_size", "singletons"):
+            headline[f"set_{key}"] = metrics["conformal"][key]
     headline["per_class"] = metrics["per_class"]  # for the model card
     return headline
