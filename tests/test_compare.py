@@ -97,6 +97,10 @@ def test_compare_resumes_an_interrupted_run_and_writes_the_leaderboard(tmp_path,
         test = json.loads((out / "small_cnn" / f"fold-{row['fold']}" / "metrics.json").read_text())["test"]
         assert float(row["serious_misses"]) == test["grades"]["serious_misses"]
         assert float(row["set_coverage"]) == pytest.approx(test["conformal"]["coverage"])
+        saved = np.load(out / "small_cnn" / f"fold-{row['fold']}" / "predictions.npz")  # kept for later pairing
+        assert len(saved["test_labels"]) == int(row["n_test"])
+        assert (saved["test_probabilities"].argmax(1) == saved["test_labels"]).mean() == pytest.approx(float(row["accuracy"]))
+    assert (out / "risk_coverage.png").stat().st_size > 0
     abnormal = abnormal_flags(load_dataset(DATA).classes)
     for row in small:  # the row's numbers, derived again from the run's confusion matrices
         metrics = json.loads((out / "small_cnn" / f"fold-{row['fold']}" / "metrics.json").read_text())

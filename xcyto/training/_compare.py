@@ -182,7 +182,30 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     results = collect_results(out, entries, folds, ensemble=ensemble and len(entries) > 1)
     board = leaderboard(results)
     write_leaderboard(out, results, board, title=f"{dataset.name}, {folds}-fold group-aware cross-validation")
+    write_risk_coverage(out, [entry.label for entry in entries], folds, dataset.classes)
     return Comparison(out=out, results=results, leaderboard=board)
+
+
+def write_risk_coverage(out: Path, labels: list[str], folds: int, classes: list[str]) -> Path | None:
+    """``OUT/risk_coverage.png``: each model's accuracy and serious misses against the share of
+    test cells it keeps, its folds' test cells pooled (each run's ``predictions.npz``)."""
+    from xcyto.plotting import save_figure
+    from xcyto.training._loop import PREDICTIONS_FILE
+    from xcyto.trust import plot_risk_coverage, risk_coverage
+
+    curves = {}
+    for label in labels:
+        found = [out / label / f"fold-{k}" / PREDICTIONS_FILE for k in range(folds)]
+        found = [np.load(path) for path in found if path.is_file()]
+        if found:
+            probabilities = np.concatenate([f["test_probabilities"] for f in found])
+            truth = np.concatenate([f["test_labels"] for f in found])
+            curves[f"{label} ({len(found)} folds)"] = risk_coverage(probabilities, truth, classes)
+    if not curves:
+        return None
+    path = out / "risk_coverage.png"
+    save_figure(plot_risk_coverage(curves, title="Risk against coverage, test cells of every fold"), path)
+    return path
 
 
 def _check_once(out: Path, dataset) -> Path:

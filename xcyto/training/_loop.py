@@ -278,6 +278,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     return _finish(config, run_dir, model, data, state, device, autocast_dtype, context)
 
 
+#: The validation and test cells' probabilities, as the bundle gives them, and their labels.
+PREDICTIONS_FILE = "predictions.npz"
+
+
 def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype, context) -> TrainResult:
     """Best weights -> calibration chosen on validation -> test metrics, figures and bundle."""
     if (run_dir / BEST_WEIGHTS).is_file():
@@ -356,6 +360,10 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         bundle.save(run_dir / "bundle")
         shutil.copyfile(run_dir / SPLIT_FILE, run_dir / "bundle" / SPLIT_FILE)  # the bundle is whole without it
         write_json_atomic(run_dir / "metrics.json", metrics)
+        with atomic_path(run_dir / PREDICTIONS_FILE) as temporary:  # for fold-by-fold comparisons later
+            with open(temporary, "wb") as handle:
+                np.savez_compressed(handle, val_probabilities=validated[0], val_labels=val_labels,
+                                    test_probabilities=validated[1], test_labels=test_labels)
         save_figure(plot_confusion_matrix(metrics["test"]["confusion_matrix"], data.classes,
                                           title=f"{bundle_config['name']} ({metrics['evaluated_on']})"),
                     run_dir / "confusion_matrix.png")
