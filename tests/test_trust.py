@@ -187,3 +187,22 @@ def test_a_trained_bundle_carries_sets_and_a_screen_and_explain_predict_show_the
     with open(tmp_path / "p.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert row["prediction_set"].split("|") == e.prediction_set
+
+
+def test_screen_refits_from_the_scores_the_bundle_keeps_and_records_the_choice(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    import xcyto
+    from xcyto.trust import fit_screen
+    from xcyto.training import screen_command
+
+    shutil.copytree(tiny_run / "bundle", tmp_path / "bundle")
+    before = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    recorded = before["screen"]["validation"]
+    records = screen_command(tmp_path / "bundle", sensitivity=0.8, coverage=0.8)
+    expected = fit_screen(recorded["p_abnormal"], np.asarray(recorded["abnormal"], bool), 0.8)
+    assert records["screen"]["threshold"] == expected.threshold and records["screen"]["validation"] == recorded
+    reloaded = xcyto.load(tmp_path / "bundle")
+    assert reloaded.screen.sensitivity == 0.8 and reloaded.prediction_sets.coverage == 0.8
+    assert reloaded.prediction_sets.calibration_scores.tolist() == before["conformal"]["calibration_scores"]

@@ -39,7 +39,7 @@ def measure_bundle(bundle, dataset, sensitivity: float, coverage: float) -> tupl
     labels = np.asarray(test.labels)
     found = set_metrics(sets.predict(p_test), labels, bundle.classes)
     abnormal = abnormal_flags(bundle.classes)[labels]
-    refer = screen.refer(p_abnormal(p_test, bundle.classes))
+    screened = screen.outcome(p_abnormal(p_test, bundle.classes), abnormal)
     grades = grade_metrics(labels, p_test.argmax(1), bundle.classes)
     row = {
         "val_cells": len(val), "test_cells": len(test), "accuracy": float((p_test.argmax(1) == labels).mean()),
@@ -49,8 +49,8 @@ def measure_bundle(bundle, dataset, sensitivity: float, coverage: float) -> tupl
         "singletons": found["singletons"],
         "screen_threshold": screen.threshold, "screen_guaranteed": screen.guaranteed,
         "screen_val_sensitivity": screen.validation_sensitivity,
-        "screen_sensitivity": float(refer[abnormal].mean()), "screen_cleared_normal": float((~refer[~abnormal]).mean()),
-        "abnormal_test_cells": int(abnormal.sum()), "missed_abnormal": int((~refer[abnormal]).sum()),
+        "screen_sensitivity": screened["sensitivity"], "screen_cleared_normal": screened["cleared_normal"],
+        "abnormal_test_cells": int(abnormal.sum()), "missed_abnormal": screened["missed"],
         "mean_grade_error": grades["mean_grade_error"], "serious_misses": grades["serious_misses"],
         "abnormal_called_normal": grades["abnormal_called_normal"], "high_grade_called_low": grades["high_grade_called_low"],
         "coverage_at_0.90_accuracy": coverage_at_accuracy(risk_coverage(p_test, labels, bundle.classes)),

@@ -136,10 +136,12 @@ def trust_signals(labels: np.ndarray, probabilities: np.ndarray, classes: list[s
     gap = np.zeros(len(labels))
     scale = grade_scale(classes)
     if scale is not None:
-        grades = np.array([np.nan if g is None else g for g in scale.of(classes)], dtype=float)
-        widest = np.nanmax(grades) - np.nanmin(grades)
+        grades = scale.array(classes)
+        on_scale = grades[grades >= 0]
+        widest = on_scale.max() - on_scale.min()
         if widest > 0:
-            gap = np.nan_to_num(np.abs(grades[labels] - grades[predictions]) / widest)
+            both = (grades[labels] >= 0) & (grades[predictions] >= 0)
+            gap = np.where(both, np.abs(grades[labels] - grades[predictions]) / widest, 0.0)
     return {"outside_set": outside, "grade_gap": gap}
 
 

@@ -96,11 +96,10 @@ def _evaluate(bundle: Bundle, dataset, tta: bool | None = None) -> tuple[dict, n
                                 "target": sets.coverage, "sets": sets.describe()}
     screen = bundle.screen
     if screen is not None and screen.guaranteed and "binary" in metrics:
-        refer = screen.refer(p_abnormal(predictions.probabilities, bundle.classes))
-        abnormal = abnormal_flags(bundle.classes)[np.asarray(dataset.labels)]
+        found = screen.outcome(p_abnormal(predictions.probabilities, bundle.classes),
+                               abnormal_flags(bundle.classes)[np.asarray(dataset.labels)])
         metrics["screen"] = {"threshold": screen.threshold, "target_sensitivity": screen.sensitivity,
-                             "sensitivity": float(refer[abnormal].mean()) if abnormal.any() else float("nan"),
-                             "cleared_normal": float((~refer[~abnormal]).mean()) if (~abnormal).any() else float("nan")}
+                             "sensitivity": found["sensitivity"], "cleared_normal": found["cleared_normal"]}
     return metrics, predictions.probabilities
 
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta: bool | None = None) -> dict:
@@ -206,8 +205,8 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
         except ImageError as error:
             rows.append({"path": str(path), "error": str(error)})
     reference = (bundle.config.get("data_health") or {}).get("reference") or None
-    sets = bundle.prediction_sets
-    screen = bundle.screen if bundle.screen is not None and bundle.screen.guaranteed else None
+    sets, screen = bundle.prediction_sets, bundle.screen
+    screen = screen if screen is not None and screen.guaranteed else None
     for start in range(0, len(arrays), batch_size):
         chunk = arrays[start:start + batch_size]
         _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(chunk), tta=tta)
@@ -256,7 +255,7 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
     are predicted again, as the bundle predicts (calibrated, with its TTA)."""
     from xcyto.atomic import write_json_atomic
     from xcyto.data import load_dataset
-    from xcyto.trust import DEFAULT_COVERAGE, Screen, fit_screen, trust_records
+    from xcyto.trust import DEFAULT_COVERAGE, Screen, refit_records, trust_records
 
     bundle = load(bundle_path)
     if abnormal_flags(bundle.classes) is None:
@@ -265,10 +264,7 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
     coverage = coverage or (bundle.prediction_sets.coverage if bundle.prediction_sets else DEFAULT_COVERAGE)
     recorded = (bundle.config.get("screen") or {}).get("validation")
     if recorded and data is None and bundle.prediction_sets is not None:
-        screen = fit_screen(recorded["p_abnormal"], np.asarray(recorded["abnormal"], bool), sensitivity)
-        sets = bundle.prediction_sets
-        sets.coverage = float(coverage)
-        records = {"conformal": sets.to_dict(), "screen": {**screen.to_dict(), "validation": recorded}}
+        records = refit_records(bundle.config, sensitivity, coverage)
         source = f"the {len(recorded['abnormal'])} validation cells' scores recorded in the bundle"
     else:
         data = data or training_data(bundle)

@@ -291,21 +291,22 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     test_logits, test_labels = predict_logits(model, evaluated, device, autocast_dtype)
 
     def calibrated(prior):
-        """Calibration (on the logits plus ``prior``), the TTA choice and the metrics it gives."""
+        """Calibration (on the logits plus ``prior``), the TTA choice, the metrics it gives and the
+        validation and test cells' probabilities as the bundle would give them."""
         shifted = val_logits if prior is None else val_logits + prior
         chosen = choose_calibration(shifted, val_labels, seed=config.seed)
         chosen = replace(chosen, prior=None if prior is None else tuple(float(v) for v in prior))
         val_views = view_probabilities(model, data.val_loader(device), device, chosen, autocast_dtype)
         tta = choose_tta(config.tta, chosen.probabilities(val_logits), val_views, val_labels, len(data.classes))
         test_views = view_probabilities(model, evaluated, device, chosen, autocast_dtype) if tta["enabled"] else None
-        validated[:] = [val_views if tta["enabled"] else chosen.probabilities(val_logits),
-                        test_views if tta["enabled"] else chosen.probabilities(test_logits)]
-        return chosen, tta, {
-            "test": classification_metrics(test_logits, test_labels, data.classes, chosen, test_views),
-            "val": classification_metrics(val_logits, val_labels, data.classes, chosen,
-                                          val_views if tta["enabled"] else None)}
+        if not tta["enabled"]:
+            val_views = None
+        scored = {"test": classification_metrics(test_logits, test_labels, data.classes, chosen, test_views),
+                  "val": classification_metrics(val_logits, val_labels, data.classes, chosen, val_views)}
+        predicted = (chosen.probabilities(val_logits) if val_views is None else val_views,
+                     chosen.probabilities(test_logits) if test_views is None else test_views)
+        return chosen, tta, scored, predicted
 
-    validated = []  # the validation cells' probabilities as the bundle gives them (last calibrated() call)
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
     prior, balance = choose_prior_adjustment(val_logits, val_labels, counts)
     balance["mode"] = config.balance
@@ -314,10 +315,10 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         balance["chosen"] = f"balance={config.balance}"
     if prior is not None:  # what the raw logits would have given, for paired comparisons
         balance["test_if_raw"] = headline_metrics(calibrated(None)[2]["test"])
-    calibration, tta, scored = calibrated(prior)
-    trust = trust_records(validated[0], val_labels, data.classes)
+    calibration, tta, scored, (val_probabilities, test_probabilities) = calibrated(prior)
+    trust = trust_records(val_probabilities, val_labels, data.classes)
     sets = PredictionSets.from_dict(trust["conformal"])
-    scored["test"]["conformal"] = set_metrics(sets.predict(validated[1]), test_labels, data.classes)
+    scored["test"]["conformal"] = set_metrics(sets.predict(test_probabilities), test_labels, data.classes)
     metrics = {
         "evaluated_on": "test" if data.test_loader(device) else "val",
         **scored,
@@ -362,8 +363,8 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         write_json_atomic(run_dir / "metrics.json", metrics)
         with atomic_path(run_dir / PREDICTIONS_FILE) as temporary:  # for fold-by-fold comparisons later
             with open(temporary, "wb") as handle:
-                np.savez_compressed(handle, val_probabilities=validated[0], val_labels=val_labels,
-                                    test_probabilities=validated[1], test_labels=test_labels)
+                np.savez_compressed(handle, val_probabilities=val_probabilities, val_labels=val_labels,
+                                    test_probabilities=test_probabilities, test_labels=test_labels)
         save_figure(plot_confusion_matrix(metrics["test"]["confusion_matrix"], data.classes,
                                           title=f"{bundle_config['name']} ({metrics['evaluated_on']})"),
                     run_dir / "confusion_matrix.png")

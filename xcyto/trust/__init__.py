@@ -12,8 +12,8 @@ abstaining on the least sure cells buys.
 A bundle carries its sets and its screen (``Bundle.prediction_sets``, ``Bundle.screen``);
 ``xcyto screen`` chooses a threshold from the shell.
 """
-from xcyto.trust._bundle import trust_records
-from xcyto.trust._grades import SCALES, GradeScale, grade_gap, grade_metrics, grade_scale, register_scale
+from xcyto.trust._bundle import refit_records, trust_records
+from xcyto.trust._grades import SCALES, GradeScale, grade_metrics, grade_scale, register_scale
 from xcyto.trust._risk import TARGET_ACCURACY, coverage_at_accuracy, plot_risk_coverage, risk_coverage
 from xcyto.trust._screen import DEFAULT_SENSITIVITY, Screen, fit_screen, needed_cells, p_abnormal
 from xcyto.trust._sets import (DEFAULT_COVERAGE, MIN_CLASS_CELLS, SCORES, PredictionSets, fit_sets, nonconformity,
@@ -21,7 +21,7 @@ from xcyto.trust._sets import (DEFAULT_COVERAGE, MIN_CLASS_CELLS, SCORES, Predic
 
 __all__ = [
     "DEFAULT_COVERAGE", "DEFAULT_SENSITIVITY", "GradeScale", "MIN_CLASS_CELLS", "PredictionSets", "SCALES", "SCORES",
-    "Screen", "TARGET_ACCURACY", "coverage_at_accuracy", "fit_screen", "fit_sets", "grade_gap", "grade_metrics",
-    "grade_scale", "needed_cells", "nonconformity", "p_abnormal", "plot_risk_coverage", "register_scale",
+    "Screen", "TARGET_ACCURACY", "coverage_at_accuracy", "fit_screen", "fit_sets", "grade_metrics", "grade_scale",
+    "needed_cells", "nonconformity", "p_abnormal", "plot_risk_coverage", "refit_records", "register_scale",
     "risk_coverage", "set_metrics", "trust_records",
 ]

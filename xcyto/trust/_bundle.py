@@ -7,7 +7,7 @@ import numpy as np
 
 from xcyto.data import abnormal_flags
 from xcyto.trust._screen import DEFAULT_SENSITIVITY, fit_screen, p_abnormal
-from xcyto.trust._sets import DEFAULT_COVERAGE, fit_sets
+from xcyto.trust._sets import DEFAULT_COVERAGE, PredictionSets, fit_sets
 
 
 def trust_records(probabilities, labels, classes: list[str], coverage: float = DEFAULT_COVERAGE,
@@ -20,8 +20,23 @@ def trust_records(probabilities, labels, classes: list[str], coverage: float = D
     records = {"conformal": fit_sets(probabilities, labels, len(classes), coverage=coverage).to_dict()}
     flags = abnormal_flags(classes)
     if flags is not None:
-        scores = p_abnormal(probabilities, classes)
-        screen = fit_screen(scores, flags[labels], sensitivity)
-        records["screen"] = {**screen.to_dict(), "validation": {
-            "p_abnormal": [round(float(s), 6) for s in scores], "abnormal": flags[labels].astype(int).tolist()}}
+        records["screen"] = screen_record(p_abnormal(probabilities, classes), flags[labels], sensitivity)
     return records
+
+
+def screen_record(scores, abnormal, sensitivity: float = DEFAULT_SENSITIVITY) -> dict:
+    """The ``screen`` record: the threshold for ``sensitivity`` with the validation cells'
+    p(abnormal) and truth it was chosen on."""
+    abnormal = np.asarray(abnormal, dtype=bool)
+    return {**fit_screen(scores, abnormal, sensitivity).to_dict(), "validation": {
+        "p_abnormal": [round(float(s), 6) for s in scores], "abnormal": abnormal.astype(int).tolist()}}
+
+
+def refit_records(records: dict, sensitivity: float = DEFAULT_SENSITIVITY, coverage: float = DEFAULT_COVERAGE) -> dict:
+    """``records`` (as :func:`trust_records` wrote them) for another sensitivity and coverage,
+    from the validation scores they keep: no data needed."""
+    sets = PredictionSets.from_dict(records["conformal"])
+    sets.coverage = float(coverage)
+    recorded = records["screen"]["validation"]
+    return {"conformal": sets.to_dict(),
+            "screen": screen_record(recorded["p_abnormal"], recorded["abnormal"], sensitivity)}

@@ -35,6 +35,18 @@ class GradeScale:
     def of(self, classes: list[str]) -> list[int | None]:
         return [self.grades.get(class_key(name)) for name in classes]
 
+    def array(self, classes: list[str]) -> np.ndarray:
+        """Each class's grade as an array, -1 for a class off the scale."""
+        return np.array([-1 if g is None else g for g in self.of(classes)], dtype=int)
+
+    def misses(self, true: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell, from true and predicted grades (-1: off the scale): ``(abnormal called
+        normal, high grade called low grade)``; their union is the serious misses."""
+        called_normal = (true > 0) & (predicted == 0)
+        if self.high_from is None:
+            return called_normal, np.zeros_like(called_normal)
+        return called_normal, (true >= self.high_from) & (predicted > 0) & (predicted < self.high_from)
+
 
 SCALES: dict[str, GradeScale] = {}
 
@@ -80,16 +92,14 @@ def grade_metrics(labels, predictions, classes: list[str], scale: str | GradeSca
     found = grade_scale(classes, scale)
     if found is None:
         return None
-    grade_of = np.array([-1 if g is None else g for g in found.of(classes)])
+    grade_of = found.array(classes)
     labels, predictions = np.asarray(labels, int), np.asarray(predictions, int)
     true, predicted = grade_of[labels], grade_of[predictions]
     graded = (true >= 0) & (predicted >= 0)
     true, predicted = true[graded], predicted[graded]
     distance = np.abs(true - predicted)
     wrong = labels[graded] != predictions[graded]
-    called_normal = (true > 0) & (predicted == 0)
-    high_called_low = np.zeros_like(called_normal) if found.high_from is None else (
-        (true >= found.high_from) & (predicted < found.high_from) & (predicted > 0))
+    called_normal, high_called_low = found.misses(true, predicted)
     serious = called_normal | high_called_low
     abnormal = int((true > 0).sum())
     return {
@@ -104,13 +114,3 @@ def grade_metrics(labels, predictions, classes: list[str], scale: str | GradeSca
         "serious_miss_rate": float(serious.sum() / abnormal) if abnormal else float("nan"),
     }
 
-
-def grade_gap(given: int, predicted: int, classes: list[str], scale: str | GradeScale | None = None) -> int | None:
-    """How many grades apart two classes are (``None`` off the scale or without one)."""
-    found = grade_scale(classes, scale)
-    if found is None:
-        return None
-    grades = found.of(classes)
-    if grades[given] is None or grades[predicted] is None:
-        return None
-    return abs(grades[given] - grades[predicted])

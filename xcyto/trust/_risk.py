@@ -32,12 +32,9 @@ def risk_coverage(probabilities, labels, classes: list[str], sets=None, scale: s
     found = grade_scale(classes, scale)
     serious = np.zeros(len(labels))
     if found is not None:
-        grade_of = np.array([-1 if g is None else g for g in found.of(classes)])
-        true, predicted = grade_of[kept_labels], grade_of[predictions]
-        miss = (true > 0) & (predicted == 0)
-        if found.high_from is not None:
-            miss |= (true >= found.high_from) & (predicted >= 0) & (predicted < found.high_from)
-        serious = np.cumsum(miss)
+        grade_of = found.array(classes)
+        called_normal, high_called_low = found.misses(grade_of[kept_labels], grade_of[predictions])
+        serious = np.cumsum(called_normal | high_called_low)
     kept = np.arange(1, len(labels) + 1)
     return {"by": by, "coverage": kept / len(labels), "accuracy": correct / kept,
             "serious_misses": serious / kept if found is not None else None}

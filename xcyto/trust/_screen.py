@@ -42,6 +42,10 @@ class Screen:
         """``True`` for the cells to refer to a person (at or above the threshold)."""
         return np.asarray(p_abnormal) >= self.threshold
 
+    def outcome(self, p_abnormal, abnormal) -> dict:
+        """What the threshold does on cells whose truth is known (see :func:`outcome`)."""
+        return outcome(self.refer(p_abnormal), abnormal)
+
     def describe(self) -> str:
         if not self.guaranteed:
             return (f"no threshold: {self.abnormal_cells} abnormal validation cells cannot promise sensitivity "
@@ -56,6 +60,15 @@ class Screen:
     @classmethod
     def from_dict(cls, record: dict) -> "Screen":
         return cls(**{k: record[k] for k in cls.__dataclass_fields__ if k in record})
+
+
+def outcome(refer, abnormal) -> dict:
+    """``sensitivity`` (share of the abnormal cells referred), ``missed`` (abnormal cells cleared)
+    and ``cleared_normal`` (share of the normal cells cleared: the workload removed)."""
+    refer, abnormal = np.asarray(refer, dtype=bool), np.asarray(abnormal, dtype=bool)
+    return {"sensitivity": float(refer[abnormal].mean()) if abnormal.any() else float("nan"),
+            "missed": int((~refer[abnormal]).sum()),
+            "cleared_normal": float((~refer[~abnormal]).mean()) if (~abnormal).any() else float("nan")}
 
 
 def needed_cells(sensitivity: float) -> int:
@@ -86,8 +99,8 @@ def fit_screen(p_abnormal_values, abnormal, sensitivity: float = DEFAULT_SENSITI
     # Clearing below the (allowed + 1)-th smallest abnormal score misses at most ``allowed`` of them.
     threshold = float(positives[allowed]) if guaranteed and allowed < n else (1.0 + 1e-9 if guaranteed else 0.0)
     refer = scores >= threshold
+    found = outcome(refer, abnormal)
     return Screen(threshold=threshold, sensitivity=float(sensitivity), guaranteed=bool(guaranteed),
-                  validation_sensitivity=float(refer[abnormal].mean()) if n else float("nan"),
-                  cleared_normal=float((~refer[~abnormal]).mean()) if (~abnormal).any() else float("nan"),
+                  validation_sensitivity=found["sensitivity"], cleared_normal=found["cleared_normal"],
                   cleared_all=float((~refer).mean()) if len(refer) else float("nan"),
                   abnormal_cells=n, normal_cells=int((~abnormal).sum()))
