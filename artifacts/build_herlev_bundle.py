@@ -47,6 +47,8 @@ def build(data: Path, out: Path, examples: Path) -> None:
                       projections=("pca", "umap"), calibration_cells=select_split(bundle, cells, "val"))
         bundle.config["data"]["attribution"] = SOURCE
         bundle.save(out)  # its metrics are in bundle.json; the run's figures stay out (size limit)
+    if xcyto_cli(["fuse", "--bundle", str(out), "--data", str(data)]) != 0:  # the measurements beside the network
+        raise SystemExit(f"xcyto fuse failed on {out}")
     write_card(xcyto.load(out), out / "MODEL_CARD.md")
     write_examples(select_split(bundle, cells, "test"), examples)
     with tempfile.TemporaryDirectory() as concepts_dir:  # BUNDLE/concepts.json, the demo's About tab

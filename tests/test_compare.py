@@ -193,3 +193,26 @@ def test_the_same_folder_by_another_path_continues_the_comparison(tmp_path, monk
     make_herlev_tree(tmp_path / "other", n_per_class=6, groups_per_class=6, size=32)
     with pytest.raises(TrainingError, match="other data"):
         compare("other", "small_cnn", tmp_path / "cv", folds=2, ensemble=False, **SETTINGS)
+
+
+def test_a_model_read_with_its_measurements_joins_the_leaderboard_paired_with_it(tmp_path):
+    import xcyto
+    from xcyto.fusion import fusion_inputs, load_fusion
+    from xcyto.training import cells_in_split
+    from xcyto.training._compare import FUSED_SUFFIX
+
+    result = compare(DATA, "small_cnn", tmp_path, folds=2, ensemble=False, only_folds=[0],
+                     **{**SETTINGS, "gallery": True})  # fuse: on by default
+    rows = {row["model"]: row for row in result.results}
+    assert set(rows) == {"small_cnn", f"small_cnn{FUSED_SUFFIX}"}
+    fused_row = rows[f"small_cnn{FUSED_SUFFIX}"]
+    assert fused_row["n_test"] == rows["small_cnn"]["n_test"]
+    metrics = json.loads((tmp_path / f"small_cnn{FUSED_SUFFIX}" / "fold-0" / "metrics.json").read_text())
+    assert metrics["network"]["accuracy"] == pytest.approx(rows["small_cnn"]["accuracy"])
+    # the fused accuracy, derived again from the weight the fold's bundle now records
+    bundle = xcyto.load(tmp_path / "small_cnn" / "fold-0" / "bundle")
+    test, _ = cells_in_split(bundle, load_dataset(DATA), "test")
+    probabilities, features = fusion_inputs(bundle, test.samples)
+    fused = load_fusion(bundle).fuse(probabilities, features)
+    assert fused_row["accuracy"] == pytest.approx(accuracy_score(test.labels, fused.argmax(1)))
+    assert f"small_cnn{FUSED_SUFFIX}" in (tmp_path / "leaderboard.md").read_text()

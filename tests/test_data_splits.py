@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fixtures import cell_image
-from xcyto.data import (CellDataset, CellSample, DataWarning, Split, check_leakage, kfold_split,
+from xcyto.data import (CellDataset, CellSample, DataWarning, Split, check_leakage, hold_out_calibration, kfold_split,
                         load_split_manifest, save_split_manifest, split_hash, train_val_test_split)
 from xcyto.errors import DataError, LeakageError
 
@@ -135,6 +135,25 @@ def test_manifest_round_trip_and_hash(tmp_path):
     # Same split -> same bytes -> same hash; another seed -> another hash.
     assert save_split_manifest(dataset, split, tmp_path / "again.csv") == digest
     assert save_split_manifest(dataset, train_val_test_split(dataset, seed=1), tmp_path / "b.csv") != digest
+
+
+def test_calibration_cells_come_out_of_training_as_whole_groups_and_survive_the_manifest(tmp_path):
+    dataset = make_dataset(groups_per_class=(40, 30, 20))
+    split = train_val_test_split(dataset, seed=0)
+    held = hold_out_calibration(dataset, split, 0.2, seed=0)
+    np.testing.assert_array_equal(held.val, split.val)
+    np.testing.assert_array_equal(held.test, split.test)
+    np.testing.assert_array_equal(np.sort(np.concatenate([held.train, held["calibration"]])), split.train)
+    sides = _groups_by_side(dataset, held)
+    assert not sides["calibration"] & (sides["train"] | sides["val"] | sides["test"])
+    share = len(held["calibration"]) / len(split.train)
+    assert 0.12 < share < 0.28
+    for label in range(3):  # stratified: every class has calibration cells
+        assert (dataset.labels[held["calibration"]] == label).any()
+    save_split_manifest(dataset, held, tmp_path / "split.csv")
+    np.testing.assert_array_equal(load_split_manifest(tmp_path / "split.csv", dataset)["calibration"], held["calibration"])
+    with pytest.raises(DataError, match="calibration fraction"):
+        hold_out_calibration(dataset, split, 1.5)
 
 
 def test_manifest_maps_by_cell_id_not_position(tmp_path):

@@ -86,7 +86,7 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
 
     cell = dict(predicted="Parabasal", target="Parabasal", probabilities={"Parabasal": 0.8, "Metaplastic": 0.2},
                 confidence=0.8, settings={"tta": None}, data_issues=[], no_nucleus=False, prediction_set=[],
-                plausible="", screening=None)
+                plausible="", screening=None, fused=None)
     usual = verdict_html(SimpleNamespace(**cell, atypicality=40.0, atypical=False))
     assert "Parabasal" in usual and "0.80" in usual and "xc-warning" not in usual and "40/100" in usual
     odd = verdict_html(SimpleNamespace(**cell, atypicality=100.0, atypical=True))
@@ -103,6 +103,13 @@ def test_the_verdict_warns_when_the_cell_is_unlike_the_training_cells():
                                             atypicality=40.0, atypical=False))
     assert "Plausible at 90%: Parabasal or Metaplastic" in doubtful and "cannot rule out 1 other class" in doubtful
     assert "clear: below the screening threshold" in doubtful
+    from xcyto.fusion import FusedReading
+
+    reading = FusedReading(probabilities={"Parabasal": 0.3, "Metaplastic": 0.7}, predicted="Metaplastic", weight=0.25,
+                           contributions=[("nc_ratio", 0.62, 0.37, 1.3)], completeness=0.9, target="Metaplastic")
+    fused = verdict_html(SimpleNamespace(**{**cell, "fused": reading}, atypicality=40.0, atypical=False))
+    assert "With its measurements: <b>Metaplastic</b> 0.70" in fused and "+1.30 toward Metaplastic" in fused
+    assert "With its measurements" not in usual
 
 
 # -- the server ------------------------------------------------------------------------------------

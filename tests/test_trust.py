@@ -206,3 +206,28 @@ def test_screen_refits_from_the_scores_the_bundle_keeps_and_records_the_choice(t
     reloaded = xcyto.load(tmp_path / "bundle")
     assert reloaded.screen.sensitivity == 0.8 and reloaded.prediction_sets.coverage == 0.8
     assert reloaded.prediction_sets.calibration_scores.tolist() == before["conformal"]["calibration_scores"]
+
+
+def test_a_calibration_split_is_held_out_of_training_and_the_sets_are_fitted_on_it(tmp_path):
+    """With ``calibration_fraction`` the sets and the screen are fitted on cells that neither
+    training nor any validation choice saw: the bundle's recorded scores are theirs."""
+    import xcyto
+    from tests.tiny import TINY_SETTINGS
+    from xcyto.data import load_dataset, load_split_manifest
+    from xcyto.trust import nonconformity
+
+    settings = {**TINY_SETTINGS, "epochs": 1, "gallery": False, "calibration_fraction": 0.2}
+    xcyto.train(**settings, out=str(tmp_path / "run"))
+    bundle = xcyto.load(tmp_path / "run" / "bundle")
+    dataset = load_dataset(f"synthetic:n={TINY_SETTINGS['synthetic_n']},size={TINY_SETTINGS['synthetic_size']},seed=0")
+    split = load_split_manifest(tmp_path / "run" / "bundle" / "split.csv", dataset)
+    calibration = split["calibration"]
+    assert len(calibration) > 0 and not set(calibration) & (set(split.train) | set(split.val) | set(split.test))
+    assert bundle.config["data"]["n_calibration"] == len(calibration)
+    assert bundle.config["conformal"]["fitted_on"] == f"{len(calibration)} held-out calibration cells"
+    sets = bundle.prediction_sets
+    np.testing.assert_array_equal(sets.labels, dataset.labels[calibration])
+    probabilities = bundle.predict_cells(dataset.subset(calibration).samples).probabilities
+    own = nonconformity(probabilities, sets.score)[np.arange(len(calibration)), sets.labels]
+    np.testing.assert_allclose(sets.calibration_scores, own, atol=1e-5)
+    assert len(bundle.config["screen"]["validation"]["abnormal"]) == len(calibration)

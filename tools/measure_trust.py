@@ -1,8 +1,10 @@
 """Trust per cell, measured: conformal sets, the 0.98 screening threshold, grade errors and the
 coverage for 0.90 accuracy, on each fold of a cross-validation run (fitted on the fold's
-validation cells, measured on its test cells), and on the dirty copy of Herlev.
+validation cells, or its held-out calibration cells where it has them, measured on its test
+cells), and on the dirty copy of Herlev.
 
     python tools/measure_trust.py --cv runs/cv-herlev-auto/efficientnet_lite0 --out docs/results/herlev-cv-trust
+    python tools/measure_trust.py --cv runs/cv-herlev-calibration/efficientnet_lite0 --out docs/results/herlev-cv-trust-calibration
     python tools/measure_trust.py --dirty runs/dirty-defaults --dirty-data runs/herlev-dirty --out docs/results/dirty-trust
 
 Per fold: folds.csv (one row per fold, the README's table) and each fold's validation and test
@@ -29,7 +31,8 @@ from xcyto.trust import (PredictionSets, Screen, coverage_at_accuracy, grade_met
 
 
 def measure_bundle(bundle, dataset, sensitivity: float, coverage: float) -> tuple[dict, dict]:
-    val, _ = cells_in_split(bundle, dataset, "val")
+    held_out = (bundle.config.get("data") or {}).get("n_calibration", 0) > 0  # --calibration-fraction
+    val, _ = cells_in_split(bundle, dataset, "calibration" if held_out else "val")
     test, _ = cells_in_split(bundle, dataset, "test")
     p_val = bundle.predict_cells(val.samples, progress=True).probabilities
     p_test = bundle.predict_cells(test.samples, progress=True).probabilities
@@ -42,7 +45,7 @@ def measure_bundle(bundle, dataset, sensitivity: float, coverage: float) -> tupl
     screened = screen.outcome(p_abnormal(p_test, bundle.classes), abnormal)
     grades = grade_metrics(labels, p_test.argmax(1), bundle.classes)
     row = {
-        "val_cells": len(val), "test_cells": len(test), "accuracy": float((p_test.argmax(1) == labels).mean()),
+        "fitted_on": "calibration" if held_out else "val", "val_cells": len(val), "test_cells": len(test), "accuracy": float((p_test.argmax(1) == labels).mean()),
         "set_score": sets.score, "own_thresholds": int(sets.class_conditional.sum()),
         "coverage": found["coverage"], "lowest_class": found["lowest_class"],
         "lowest_class_coverage": found["lowest_class_coverage"], "mean_set_size": found["mean_set_size"],

@@ -230,6 +230,13 @@ def _trust_section(bundle: Bundle, metrics: dict | None) -> str:
     if kept is not None:
         rows.append(("abstaining", f"its surest {float(kept):.0%} of the test cells are classified with accuracy 0.90 "
                                    "or more"))
+    fused = bundle.config.get("morphology_fusion")
+    if fused:
+        tested = fused.get("test") or {}
+        rows.append(("read with its measurements", f"gradient-boosted trees on the cells' measured features, weight "
+                     f"{_number(fused['weight'])} (chosen on {fused.get('fitted_on', 'the validation cells')})"
+                     + (f"; on the test cells accuracy {_number(tested['network']['accuracy'])} alone, "
+                        f"{_number(tested['fused']['accuracy'])} with the measurements" if tested else "")))
     if not rows:
         return ""
     return "## Trust per cell\n\n" + _table(["", ""], rows)

@@ -379,13 +379,11 @@ def _explain_cases(bundle, dataset, chosen, predictions, others, methods, method
 
 def _morphometric_model(gallery):
     """``(model, feature names)``: gradient-boosted trees on the gallery's measured training
-    cells, or ``None`` when the gallery has no measurements."""
-    measured = None if gallery is None else gallery.morphology
-    if measured is None:
-        return None
-    from xcyto.morphology import fit_baseline
+    cells (the measured model fusion reads too), or ``None`` when the gallery has no measurements."""
+    from xcyto.fusion import measured_model
 
-    return fit_baseline(np.asarray(measured[0], dtype=np.float64), np.asarray(gallery.labels)), measured[1]
+    fitted = measured_model(gallery)
+    return None if fitted is None else fitted[:2]
 
 
 def _attach_neighbours(gallery, embeddings: np.ndarray, cases: list[Case], classes: list[str]) -> None:

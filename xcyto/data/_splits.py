@@ -26,7 +26,9 @@ from xcyto.data._io import DataWarning
 from xcyto.data._records import CellDataset
 from xcyto.errors import DataError, LeakageError
 
-SPLIT_NAMES = ("train", "val", "test")
+#: ``calibration``: cells held out of training and of every choice made on validation, kept
+#: for the conformal sets and the screening threshold alone (see :func:`hold_out_calibration`).
+SPLIT_NAMES = ("train", "val", "test", "calibration")
 MANIFEST_COLUMNS = ("cell_id", "path", "label", "class_name", "group", "split", "fold")
 
 
@@ -134,6 +136,23 @@ def kfold_split(dataset: CellDataset, k: int = 5, seed: int = 0, test_fraction: 
     split = Split(indices={"train": fold_cells, "test": np.flatnonzero(~in_folds)}, folds=folds, seed=seed)
     check_leakage(dataset, split, hashes)
     return split
+
+
+def hold_out_calibration(dataset: CellDataset, split: Split, fraction: float, seed: int = 0) -> Split:
+    """``split`` with ``fraction`` of its training cells moved to a ``calibration`` split
+    (whole groups, stratified): cells no training step, early stopping, calibration or
+    test-time-augmentation choice sees, so the conformal guarantee holds on them as stated."""
+    if not 0 < fraction < 1:
+        raise DataError(f"calibration fraction must be in (0, 1), got {fraction}")
+    train = split.train
+    inner = train_val_test_split(dataset.subset(train), fractions=(1 - fraction, fraction, 0.0), seed=seed + 7919)
+    if len(inner.val) == 0:
+        raise DataError(f"too few source groups among the training cells to hold {fraction:.0%} of them out "
+                        "for calibration; lower the calibration fraction")
+    indices = {**split.indices, "train": np.sort(train[inner.train]), "calibration": np.sort(train[inner.val])}
+    held = Split(indices=indices, folds=split.folds, seed=split.seed, notes=list(split.notes))
+    check_leakage(dataset, held)
+    return held
 
 
 def cross_validation_fold(dataset: CellDataset, split: Split, k: int, val_fraction: float = 0.15,

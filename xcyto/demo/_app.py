@@ -60,6 +60,7 @@ CSS = """
 .xc-confidence {color:#57606a; margin-left:6px;}
 .xc-note {color:#57606a; margin-top:4px;}
 .xc-set {margin-top:4px;}
+.xc-fused {margin:2px 0 0 0; padding-left:20px;}
 .xc-warning {background:#ffebe9; border:1px solid #cf222e; border-radius:6px; padding:8px 12px; margin-top:8px;
              color:#82071e;}
 .xc-risk {color:#fff; border-radius:10px; padding:1px 9px; font-size:13px; font-weight:600;}

@@ -39,6 +39,18 @@ def probabilities(explanation) -> dict[str, float]:
     return {name: round(float(value), 4) for name, value in explanation.probabilities.items()}
 
 
+def fused_html(fused) -> str:
+    """The prediction read with the cell's measurements, and the measurements that moved it."""
+    head = (f"With its measurements: <b>{_esc(fused.predicted)}</b> {fused.probabilities[fused.predicted]:.2f}")
+    if fused.weight == 0:
+        return (f"<div class='xc-set'>{head} (the measurements did not help on the validation cells, so they "
+                "move nothing)</div>")
+    lines = "".join(f"<li>{_esc(line)}</li>" for line in fused.lines(3))
+    return (f"<div class='xc-set'>{head} (gradient-boosted trees on the measured features, weight "
+            f"{fused.weight:.2f}; each change is what the log-odds lose when the feature alone is set to the "
+            f"training cells' median)<ul class='xc-fused'>{lines}</ul></div>")
+
+
 def verdict_html(explanation) -> str:
     """The predicted class, its probability, the explained class and the atypicality warning."""
     e = explanation
@@ -61,6 +73,8 @@ def verdict_html(explanation) -> str:
         advice = ("refer: a person should read this cell" if e.screening == "refer"
                   else "clear: below the screening threshold")
         parts.append(f"<div class='xc-note'>Screening: <b>{advice}</b> ({_esc(e.settings.get('screen', ''))}).</div>")
+    if e.fused is not None:
+        parts.append(fused_html(e.fused))
     other_issues = [issue for issue in e.data_issues if issue.check != "no_nucleus"]
     if other_issues:
         parts.append("<div class='xc-warning'><b>Check the crop.</b> "

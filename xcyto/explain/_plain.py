@@ -85,6 +85,7 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
     for cell, cell_issues in zip(morphologies, issues):
         if cell is not None and any(issue.check == "no_nucleus" for issue in cell_issues):
             cell.without_nucleus()  # never show measurements of a nucleus that is not there
+    fused = _fused_readings(bundle, probabilities, morphologies, issues)
     morphology_seconds = time.perf_counter() - morphology_started
 
     cells = len(arrays)
@@ -147,7 +148,8 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
             timings_ms=timings, original=arrays[index], morphology=morphologies[index], data_issues=issues[index],
             prediction_set=[] if in_set is None else [classes[c] for c in np.argsort(-probabilities[index])
                                                       if in_set[index, c]],
-            screening=None if referred is None else ("refer" if referred[index] else "clear")))
+            screening=None if referred is None else ("refer" if referred[index] else "clear"),
+            fused=fused[index]))
     return explanations[0] if single else explanations
 
 
@@ -188,6 +190,20 @@ def _morphologies(bundle, arrays: list[np.ndarray]) -> list:
             cell.place_among(np.asarray(measured[0]), measured[1], np.asarray(gallery.labels), gallery.classes)
         found.append(cell)
     return found
+
+
+def _fused_readings(bundle, probabilities, morphologies: list, issues: list) -> list:
+    """Each cell's fused reading where the bundle fuses its network with the measurements
+    (``None`` without a fusion, without measurements, or for a crop without a nucleus)."""
+    from xcyto.fusion import fused_reading, load_fusion
+
+    fusion = load_fusion(bundle) if bundle.config.get("morphology_fusion") else None
+    if fusion is None:
+        return [None] * len(morphologies)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return [None if cell is None or any(issue.check == "no_nucleus" for issue in cell_issues)
+            else fused_reading(fusion, probabilities[index], cell.features, bundle.classes)
+            for index, (cell, cell_issues) in enumerate(zip(morphologies, issues))]
 
 
 def neighbours_of(bundle, embedding, k: int, count: int):

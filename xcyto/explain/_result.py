@@ -136,6 +136,9 @@ class Explanation:
     data_issues: list = field(default_factory=list)  # xcyto.data.health.Issue of the image, blocking ones first
     prediction_set: list = field(default_factory=list)  # the classes not ruled out at the bundle's coverage
     screening: str | None = None  # "refer" or "clear" under the bundle's screening threshold (None: none chosen)
+    # xcyto.fusion.FusedReading where the bundle fuses the network with the measurements
+    # (`xcyto fuse`): the fused prediction and, in words, the measurements that moved it
+    fused: object | None = None
 
     @property
     def plausible(self) -> str:
@@ -187,7 +190,8 @@ class Explanation:
 
     def __repr__(self) -> str:
         warning = f", data_issues={[issue.check for issue in self.data_issues]}" if self.data_issues else ""
-        return (f"Explanation(predicted={self.predicted!r} ({self.confidence:.2f}), target={self.target!r}, "
+        fused = f", fused={self.fused.predicted!r} ({self.fused.probabilities[self.fused.predicted]:.2f})" if self.fused else ""
+        return (f"Explanation(predicted={self.predicted!r} ({self.confidence:.2f}){fused}, target={self.target!r}, "
                 f"methods={self.methods}, neighbours={len(self.neighbours)}, source={self.source!r}{warning})")
 
     # -- rendering (render.py) ------------------------------------------------------------
@@ -231,6 +235,7 @@ class Explanation:
             "morphology": None if self.morphology is None else self.morphology.to_dict(),
             "data_issues": [issue.to_row() for issue in self.data_issues],
             "no_nucleus": self.no_nucleus,
+            "fused": None if self.fused is None else self.fused.to_dict(),
         }
         if arrays:
             out["image"] = self.image.tolist()

@@ -20,6 +20,7 @@ _LAZY = {
     "evaluate_command": "_evaluate", "find_manifest": "_evaluate", "predict_command": "_evaluate",
     "screen_command": "_evaluate", "select_split": "_evaluate", "training_data": "_evaluate",
     "compare": "_compare",
+    "fuse_bundle": "_fuse", "fuse_command": "_fuse",
 }
 
 __all__ = ["BALANCE", "ROTATIONS", "SCHEDULES", "TTA_MODES", "TrainConfig", *_LAZY]

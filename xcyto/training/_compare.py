@@ -41,7 +41,8 @@ METRICS = (("accuracy", "accuracy", "higher"), ("macro_f1", "macro-F1", "higher"
            ("train_seconds", "training time (s)", "lower"))
 #: Settings that may change between runs of one comparison without invalidating it
 #: (paths may be given relative or absolute; the fold manifests' content is checked instead).
-RUNTIME_SETTINGS = ("device", "amp", "num_workers", "out", "split_manifest", "data_check")
+#: Settings that do not change what a run trains (``fuse`` reads the trained network afterwards).
+RUNTIME_SETTINGS = ("device", "amp", "num_workers", "out", "split_manifest", "data_check", "fuse")
 ENSEMBLES = ("ensemble (equal)", "ensemble (fitted)")
 
 
@@ -131,6 +132,8 @@ def _convert(value: str, kind, key: str):
 #: Folder (and leaderboard name) of the morphometric baseline (``morphometry=True``).
 MORPHOMETRY = "morphometry (gradient boosting)"
 MORPHOMETRY_DIR = "morphometry"
+#: Folder (and leaderboard name) suffix of a model read with its cells' measurements (``fuse=True``).
+FUSED_SUFFIX = "+measurements"
 
 
 def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str | None = None,
@@ -147,6 +150,9 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
     validation cells before running every fold); the others are left for a later call.
     ``morphometry``: also cross-validate the interpretable baseline, gradient-boosted trees on
     the cells' morphometric features (:func:`xcyto.morphology.fit_baseline`), on the same folds.
+    With ``fuse`` (a training setting, on by default) and a gallery, each model is also read
+    with its cells' measurements (``xcyto fuse``: the weight chosen on the fold's validation
+    cells), a row ``MODEL+measurements`` paired with the model's on the same test cells.
     """
     from xcyto.training._data import load_run_dataset
 
@@ -173,13 +179,15 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
             config = replace(base, model=entry.architecture, out=str(out / entry.label / f"fold-{k}"),
                              split_manifest=str(manifest), **entry.overrides)
             _run(config, f"{entry.label}, fold {k + 1}/{folds}")
+            if config.fuse and config.gallery:
+                _fused_fold(out, entry.label, k, dataset)
         if ensemble and len(entries) > 1:
             _ensemble_fold(out, entries, k, dataset)
         if morphometry:
             _morphometry_fold(out, k, dataset, manifest, seed)
     print(f"all runs done in {time.perf_counter() - started:.0f} s")
 
-    results = collect_results(out, entries, folds, ensemble=ensemble and len(entries) > 1)
+    results = collect_results(out, entries, folds, ensemble=ensemble and len(entries) > 1, fused=base.fuse)
     board = leaderboard(results)
     write_leaderboard(out, results, board, title=f"{dataset.name}, {folds}-fold group-aware cross-validation")
     write_risk_coverage(out, [entry.label for entry in entries], folds, dataset.classes)
@@ -350,8 +358,34 @@ def _morphometry_fold(out: Path, k: int, dataset, manifest: Path, seed: int) -> 
     print(f"{MORPHOMETRY}, fold {k + 1}: accuracy {metrics['test']['accuracy']:.3f}")
 
 
+def _fused_fold(out: Path, label: str, k: int, dataset) -> None:
+    """``LABEL+measurements/fold-K``: the fold's bundle read with its cells' measurements, the
+    weight chosen on its validation cells and recorded in the bundle (:func:`fuse_bundle`)."""
+    from xcyto.fusion import RECORD
+    from xcyto.loading import load
+    from xcyto.training._fuse import fuse_bundle
+
+    run_dir = out / f"{label}{FUSED_SUFFIX}" / f"fold-{k}"
+    bundle_path = out / label / f"fold-{k}" / "bundle"
+    if (run_dir / "metrics.json").is_file() or not (bundle_path / "bundle.json").is_file():
+        return
+    started = time.perf_counter()
+    config = json.loads((bundle_path / "bundle.json").read_text())
+    record = config.get(RECORD)
+    if not (record or {}).get("test"):  # trained before fusion was the default, or with --no-fuse
+        _, record = fuse_bundle(load(bundle_path), dataset, progress=True)
+        config[RECORD] = record
+        write_json_atomic(bundle_path / "bundle.json", config)
+    write_json_atomic(run_dir / "metrics.json", {"test": record["test"]["fused"], "network": record["test"]["network"],
+                                                 "weight": record["weight"], "evaluated_on": "test",
+                                                 "fuse_seconds": time.perf_counter() - started})
+    print(f"{label}{FUSED_SUFFIX}, fold {k + 1}: weight {record['weight']:.2f}, accuracy "
+          f"{record['test']['network']['accuracy']:.3f} -> {record['test']['fused']['accuracy']:.3f}")
+
+
 # -- results ---------------------------------------------------------------------------------
-def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: bool = True) -> list[dict]:
+def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: bool = True,
+                    fused: bool = True) -> list[dict]:
     """One row per finished (model, fold), ensembles included: test metrics, time, size."""
     rows, parameters = [], {}
     for entry in entries:
@@ -370,6 +404,13 @@ def collect_results(out: Path, entries: list[ModelEntry], folds: int, ensemble: 
             row.update(balance=balance.get("chosen"), accuracy_if_raw=raw.get("accuracy", row["accuracy"]),
                        macro_f1_if_raw=raw.get("macro_f1", row["macro_f1"]))
             rows.append(row)
+    for entry in entries if fused else []:
+        for k in range(folds):
+            path = out / f"{entry.label}{FUSED_SUFFIX}" / f"fold-{k}" / "metrics.json"
+            if path.is_file():
+                metrics = json.loads(path.read_text())
+                rows.append(_row(f"{entry.label}{FUSED_SUFFIX}", k, metrics["test"], None,
+                                 parameters.get(entry.label, 0)))
     for k in range(folds):
         path = out / MORPHOMETRY_DIR / f"fold-{k}" / "metrics.json"
         if path.is_file():

@@ -48,6 +48,10 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    # Share of the training cells held out for the conformal sets and the screen alone; 0: they
+    # are fitted on the validation cells, which also chose the epoch and the calibration, so
+    # the stated coverage can be a little optimistic on new cells.
+    calibration_fraction: float = 0.0
     split_manifest: str | None = None  # reuse an existing split instead of drawing one
     synthetic_n: int = 1000
     synthetic_size: int = 128
@@ -56,6 +60,9 @@ class TrainConfig:
     num_workers: int | None = None  # None: 0 on small CPUs, more on GPUs
     max_steps_per_epoch: int | None = None  # for smoke runs
     gallery: bool = True
+    # Read the network with the cells' measured morphology (xcyto.fusion): the weight of the
+    # measured model chosen on the validation cells, 0 where it does not help. Needs the gallery.
+    fuse: bool = True
     # Data health (xcyto.data.health): "auto" checks every crop before training (a saved check
     # in the run folder is reused), "off" skips it, or a folder written by `xcyto data check`.
     data_check: str = "auto"
@@ -87,6 +94,8 @@ class TrainConfig:
             problems.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             problems.append("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        if not 0 <= self.calibration_fraction < 1:
+            problems.append(f"calibration_fraction must be in [0, 1) (got {self.calibration_fraction})")
         if self.val_fraction + self.test_fraction >= 1:
             problems.append("val_fraction + test_fraction must leave cells to train on")
         if self.exclude not in ("none", "") and not str(self.exclude).lower().endswith(".csv"):

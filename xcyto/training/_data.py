@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from xcyto.atomic import write_json_atomic
 from xcyto.bundle import SPLIT_FILE
 from xcyto.data import CellDataset, DataWarning, load_dataset, synthetic_spec
-from xcyto.data import Split, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
+from xcyto.data import Split, hold_out_calibration, load_split_manifest, manifest_text, save_split_manifest, train_val_test_split
 from xcyto.data import CellTorchDataset, eval_transform, train_transform
 from xcyto.errors import TrainingError
 from xcyto.models import get_spec
@@ -86,6 +86,10 @@ class RunData:
     def test_loader(self, device) -> DataLoader | None:
         return self._loader(self.split.test, device)
 
+    def calibration_loader(self, device) -> DataLoader | None:
+        """The held-out calibration cells (``calibration_fraction``), or ``None``."""
+        return self._loader(self.split["calibration"], device)
+
     def provenance(self) -> dict:
         """Where the cells came from and how they were split: recorded in the bundle."""
         return {
@@ -97,6 +101,7 @@ class RunData:
             "n_train": int(len(self.split.train)),
             "n_val": int(len(self.split.val)),
             "n_test": int(len(self.split.test)),
+            "n_calibration": int(len(self.split["calibration"])),
             "split_seed": self.config.seed,
             "split_sha256": self.split_sha256,
             "n_excluded": len(self.health.get("excluded", [])),
@@ -122,6 +127,8 @@ def prepare_data(config: TrainConfig, run_dir: Path, reuse_split: bool, write: b
     else:
         fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
         split = train_val_test_split(dataset, fractions=fractions, seed=config.seed)
+    if config.calibration_fraction > 0 and len(split["calibration"]) == 0:
+        split = hold_out_calibration(dataset, split, config.calibration_fraction, seed=config.seed)
     # Every process derives the same hash from the same split (as drawn); only the main one writes.
     sha = hashlib.sha256(manifest_text(dataset, split).encode("utf-8")).hexdigest()
     if write and not (reuse_split and manifest.is_file()):

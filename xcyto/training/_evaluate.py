@@ -17,7 +17,7 @@ from xcyto.errors import DataError
 from xcyto.loading import load
 from xcyto.plotting import plot_confusion_matrix, save_figure
 from xcyto.data import abnormal_flags
-from xcyto.training._metrics import classification_metrics
+from xcyto.training._metrics import classification_metrics, headline_metrics
 from xcyto.trust import p_abnormal, plot_risk_coverage, risk_coverage, set_metrics
 
 #: Environment variable: the folder holding the datasets (``$XCYTO_DATA/herlev``, ...).
@@ -100,6 +100,15 @@ def _evaluate(bundle: Bundle, dataset, tta: bool | None = None) -> tuple[dict, n
                                abnormal_flags(bundle.classes)[np.asarray(dataset.labels)])
         metrics["screen"] = {"threshold": screen.threshold, "target_sensitivity": screen.sensitivity,
                              "sensitivity": found["sensitivity"], "cleared_normal": found["cleared_normal"]}
+    if bundle.config.get("morphology_fusion") and len(dataset.labels):  # read with the measurements too
+        from xcyto.fusion import load_fusion, measured_features
+
+        fusion = load_fusion(bundle)
+        fused = fusion.fuse(predictions.probabilities, measured_features(bundle, dataset.samples, progress=True))
+        scored = headline_metrics(classification_metrics(np.log(np.clip(fused, 1e-12, 1)), dataset.labels,
+                                                         bundle.classes))
+        scored.pop("per_class")
+        metrics["fused"] = {"weight": fusion.weight, **scored}
     return metrics, predictions.probabilities
 
 def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta: bool | None = None) -> dict:
@@ -162,6 +171,11 @@ def trust_lines(metrics: dict) -> str:
     if "risk_coverage" in metrics:
         r = metrics["risk_coverage"]
         lines.append(f"accuracy {r['target_accuracy']:.2f} on the surest {r['coverage_at_target']:.0%} of cells")
+    if "fused" in metrics:
+        f = metrics["fused"]
+        lines.append(f"with the measurements (weight {f['weight']:.2f}): accuracy {f['accuracy']:.3f}, "
+                     f"macro-F1 {f['macro_f1']:.3f}"
+                     + (f", serious misses {f['serious_misses']}" if "serious_misses" in f else ""))
     return "\n".join(lines)
 
 def collect_images(arguments) -> list[Path]:
@@ -207,6 +221,11 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
     reference = (bundle.config.get("data_health") or {}).get("reference") or None
     sets, screen = bundle.prediction_sets, bundle.screen
     screen = screen if screen is not None and screen.guaranteed else None
+    fusion = None
+    if bundle.config.get("morphology_fusion"):
+        from xcyto.fusion import load_fusion, measured_features
+
+        fusion = load_fusion(bundle)
     for start in range(0, len(arrays), batch_size):
         chunk = arrays[start:start + batch_size]
         _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(chunk), tta=tta)
@@ -216,6 +235,7 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
         probabilities = probabilities.cpu().numpy()
         chosen = sets.predict(probabilities) if sets else None
         refer = screen.refer(p_abnormal(probabilities, bundle.classes)) if screen else None
+        fused = fusion.fuse(probabilities, measured_features(bundle, chunk)) if fusion else None
         if gallery is not None:
             scores, flags = gallery.atypicality(embeddings.cpu())
         for offset, (row_index, p) in enumerate(zip(readable[start:start + batch_size], probabilities)):
@@ -224,11 +244,14 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
                                    **({"prediction_set": "|".join(bundle.classes[c] for c in np.argsort(-p)
                                                                   if chosen[offset, c])} if sets else {}),
                                    **({"screen": "refer" if refer[offset] else "clear"} if screen else {}),
+                                   **({"fused_predicted": bundle.classes[int(fused[offset].argmax())],
+                                       "fused_confidence": f"{fused[offset].max():.4f}"} if fusion else {}),
                                    **{f"p_{name}": f"{value:.4f}" for name, value in zip(bundle.classes, p)})
             if gallery is not None:
                 rows[row_index].update(atypicality=f"{float(scores[offset]):.1f}", atypical=int(bool(flags[offset])))
     columns = ["path", "predicted", "confidence", "tta", *(["prediction_set"] if sets else []),
-               *(["screen"] if screen else []), *[f"p_{name}" for name in bundle.classes],
+               *(["screen"] if screen else []), *(["fused_predicted", "fused_confidence"] if fusion else []),
+               *[f"p_{name}" for name in bundle.classes],
                *(["atypicality", "atypical"] if gallery is not None else []), "data_issues", "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="")
@@ -265,7 +288,7 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
     recorded = (bundle.config.get("screen") or {}).get("validation")
     if recorded and data is None and bundle.prediction_sets is not None:
         records = refit_records(bundle.config, sensitivity, coverage)
-        source = f"the {len(recorded['abnormal'])} validation cells' scores recorded in the bundle"
+        source = f"the scores of the {records['screen'].get('fitted_on') or str(len(recorded['abnormal'])) + ' validation cells'}, recorded in the bundle"
     else:
         data = data or training_data(bundle)
         if not data:
@@ -273,11 +296,13 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
         scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default"
                             else bundle.config["label_scheme"])
         everything = load_dataset(data, scheme=scheme)
-        cells, note = cells_in_split(bundle, everything, "val")
+        held_out = bundle.config.get("data", {}).get("n_calibration", 0) > 0
+        cells, note = cells_in_split(bundle, everything, "calibration" if held_out else "val")
         if cells is everything:
             raise DataError(f"{bundle_path}: no validation split of the bundle applies to {data} ({note})")
         probabilities = bundle.predict_cells(cells.samples, progress=True).probabilities
-        records = trust_records(probabilities, cells.labels, bundle.classes, coverage=coverage, sensitivity=sensitivity)
+        records = trust_records(probabilities, cells.labels, bundle.classes, coverage=coverage, sensitivity=sensitivity,
+                                fitted_on=f"{len(cells)} {'held-out calibration' if held_out else 'validation'} cells")
         source = note
     screen = Screen.from_dict(records["screen"])
     if write and bundle.path is not None:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from xcyto.atomic import atomic_dir, atomic_path, write_json_atomic
 from xcyto.bundle import Bundle
-from xcyto.errors import TrainingError
+from xcyto.errors import TrainingError, XcytoError
 from xcyto.models import create, get_spec
 from xcyto.plotting import plot_confusion_matrix, plot_learning_curves, save_figure
 from xcyto.training._checkpoint import load_checkpoint, save_atomic
@@ -307,6 +308,15 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
                      chosen.probabilities(test_logits) if test_views is None else test_views)
         return chosen, tta, scored, predicted
 
+    def held_out(chosen, tta):
+        """The calibration cells' probabilities as the bundle gives them, and their labels."""
+        loader = data.calibration_loader(device)
+        if tta["enabled"]:
+            return (view_probabilities(model, loader, device, chosen, autocast_dtype),
+                    predict_logits(model, loader, device, autocast_dtype)[1])
+        logits, labels = predict_logits(model, loader, device, autocast_dtype)
+        return chosen.probabilities(logits), labels
+
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
     prior, balance = choose_prior_adjustment(val_logits, val_labels, counts)
     balance["mode"] = config.balance
@@ -316,7 +326,12 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     if prior is not None:  # what the raw logits would have given, for paired comparisons
         balance["test_if_raw"] = headline_metrics(calibrated(None)[2]["test"])
     calibration, tta, scored, (val_probabilities, test_probabilities) = calibrated(prior)
-    trust = trust_records(val_probabilities, val_labels, data.classes)
+    if len(data.split["calibration"]):  # held out of every choice above: the guarantee holds as stated
+        trust = trust_records(*held_out(calibration, tta), data.classes,
+                              fitted_on=f"{len(data.split['calibration'])} held-out calibration cells")
+    else:
+        trust = trust_records(val_probabilities, val_labels, data.classes,
+                              fitted_on=f"{len(val_labels)} validation cells (which also chose the epoch and calibration)")
     sets = PredictionSets.from_dict(trust["conformal"])
     scored["test"]["conformal"] = set_metrics(sets.predict(test_probabilities), test_labels, data.classes)
     metrics = {
@@ -371,6 +386,8 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         save_figure(plot_learning_curves(state["history"]), run_dir / "learning_curves.png")
         if config.gallery:
             _build_gallery(bundle, data)
+            if config.fuse:
+                _fuse(bundle, data, run_dir)
         test = metrics["test"]
         print(f"{metrics['evaluated_on']}: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
               f"ECE {test['ece']:.3f} -> {test['ece_calibrated']:.3f} ({calibration.method}); bundle: {run_dir / 'bundle'}")
@@ -423,6 +440,25 @@ def _build_gallery(bundle: Bundle, data: RunData) -> None:
     from xcyto.embedding import build_gallery
 
     build_gallery(bundle, data.train_dataset, calibration_cells=data.dataset.subset(data.split.val))
+
+
+def _fuse(bundle: Bundle, data: RunData, run_dir: Path) -> None:
+    """Record how much the cells' measurements weigh beside the network (``xcyto fuse``)."""
+    from xcyto.fusion import RECORD
+    from xcyto.training._fuse import fuse_bundle
+
+    try:
+        _, record = fuse_bundle(bundle, data.dataset)
+    except XcytoError as error:  # e.g. cells too small to measure: the bundle stays the network alone
+        warnings.warn(f"not fused with the measurements: {error}", stacklevel=2)
+        return
+    bundle.config[RECORD] = record
+    config = json.loads((run_dir / "bundle" / "bundle.json").read_text())
+    config[RECORD] = record
+    write_json_atomic(run_dir / "bundle" / "bundle.json", config)
+    tested = record.get("test")
+    print(f"with the measurements: weight {record['weight']:.2f}"
+          + (f", test accuracy {tested['network']['accuracy']:.3f} -> {tested['fused']['accuracy']:.3f}" if tested else ""))
 
 
 def _gather_checksums(model: nn.Module) -> list[float]:

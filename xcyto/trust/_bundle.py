@@ -11,7 +11,7 @@ from xcyto.trust._sets import DEFAULT_COVERAGE, PredictionSets, fit_sets
 
 
 def trust_records(probabilities, labels, classes: list[str], coverage: float = DEFAULT_COVERAGE,
-                  sensitivity: float = DEFAULT_SENSITIVITY) -> dict:
+                  sensitivity: float = DEFAULT_SENSITIVITY, fitted_on: str | None = None) -> dict:
     """``{"conformal": ..., "screen": ...}`` for ``bundle.json`` from the validation cells'
     probabilities (as the bundle gives them: calibrated, with its TTA) and labels; no
     ``screen`` when the classes are not each normal or abnormal."""
@@ -21,6 +21,9 @@ def trust_records(probabilities, labels, classes: list[str], coverage: float = D
     flags = abnormal_flags(classes)
     if flags is not None:
         records["screen"] = screen_record(p_abnormal(probabilities, classes), flags[labels], sensitivity)
+    if fitted_on:  # which cells: held out of every other choice, or the validation cells
+        for record in records.values():
+            record["fitted_on"] = fitted_on
     return records
 
 
@@ -38,5 +41,9 @@ def refit_records(records: dict, sensitivity: float = DEFAULT_SENSITIVITY, cover
     sets = PredictionSets.from_dict(records["conformal"])
     sets.coverage = float(coverage)
     recorded = records["screen"]["validation"]
-    return {"conformal": sets.to_dict(),
-            "screen": screen_record(recorded["p_abnormal"], recorded["abnormal"], sensitivity)}
+    refitted = {"conformal": sets.to_dict(),
+                "screen": screen_record(recorded["p_abnormal"], recorded["abnormal"], sensitivity)}
+    for name, record in refitted.items():
+        if "fitted_on" in records[name]:
+            record["fitted_on"] = records[name]["fitted_on"]
+    return refitted
