@@ -37,12 +37,16 @@ def validation(fused_bundle):
 
 
 def fused_by_hand(fusion, probabilities, features) -> np.ndarray:
-    """p_network * p_measured ** weight, renormalised, with scikit-learn's own probabilities."""
+    """p_network * p_measured ** weight, renormalised, with scikit-learn's own probabilities;
+    the network's alone where no nucleus was measured."""
     measured = np.full((len(features), fusion.num_classes), 1e-6)
     measured[:, fusion.model.classes_] = fusion.model.predict_proba(features)
     measured /= measured.sum(1, keepdims=True)
     product = probabilities * measured ** fusion.weight
-    return product / product.sum(1, keepdims=True)
+    product /= product.sum(1, keepdims=True)
+    no_nucleus = ~np.isfinite(features[:, fusion.features.index("nucleus_area")])
+    product[no_nucleus] = probabilities[no_nucleus] / probabilities[no_nucleus].sum(1, keepdims=True)
+    return product
 
 
 def test_fuse_adds_the_weighted_log_probabilities_of_the_measured_model(fused_bundle, validation):
@@ -117,6 +121,7 @@ def test_explain_shows_the_fused_reading_beside_the_network(fused_bundle, valida
     bundle, _ = fused_bundle
     cells, _ = cells_in_split(bundle, load_dataset(training_data(bundle)), "val")
     e = xcyto.explain(cells.samples[0].image, bundle=bundle, methods=["gradcam"], neighbours=0)
+    assert e.morphology is not None and np.isfinite(e.morphology.features["nucleus_area"])
     assert e.fused is not None and not e.no_nucleus
     fusion = load_fusion(bundle)
     row = np.array([[e.morphology.features.get(name, np.nan) for name in fusion.features]])
@@ -125,8 +130,70 @@ def test_explain_shows_the_fused_reading_beside_the_network(fused_bundle, valida
     assert e.fused.predicted == bundle.classes[int(expected.argmax())]
     np.testing.assert_allclose([e.fused.probabilities[name] for name in bundle.classes], expected, atol=1e-4)
     assert e.to_dict()["fused"]["weight"] == fusion.weight
-    if fusion.weight > 0:
-        assert "toward" in e.fused.describe()
+
+
+def test_a_cells_reading_lists_each_measured_features_change_and_what_they_add_up_to(fused_bundle, validation):
+    from xcyto.fusion import NEGLIGIBLE, fused_reading, load_fusion
+
+    bundle, _ = fused_bundle
+    probabilities, features, _ = validation
+    fusion = replace(load_fusion(bundle), weight=0.8)
+    cell = int(np.flatnonzero(np.isfinite(features).all(1))[0])
+    row = features[cell].copy()
+    row[fusion.features.index("perinuclear_halo")] = np.nan  # one feature not measured on this cell
+    reading = fused_reading(fusion, probabilities[cell], dict(zip(fusion.features, row)), bundle.classes)
+    target = bundle.classes.index(reading.target)
+
+    def odds(values):
+        p = fused_by_hand(fusion, probabilities[cell:cell + 1], values[None])[0, target]
+        return np.log(p / (1 - p))
+
+    listed = {name: change for name, _, _, change in reading.contributions}
+    assert "perinuclear_halo" not in listed and len(listed) == len(fusion.features) - 1
+    for name, change in listed.items():
+        typical = row.copy()
+        typical[fusion.features.index(name)] = fusion.reference[fusion.features.index(name)]
+        assert change == pytest.approx(odds(row) - odds(typical), abs=1e-6)
+    measured = np.isfinite(row)
+    everything = row.copy()
+    everything[measured] = fusion.reference[measured]
+    total = odds(row) - odds(everything)
+    if abs(total) >= NEGLIGIBLE:
+        assert reading.completeness == pytest.approx(sum(listed.values()) / total, rel=1e-6)
+    else:
+        assert reading.completeness is None
+    assert reading.describe().count("toward") == 5
+
+
+def test_a_crop_without_a_nucleus_keeps_the_networks_reading(fused_bundle, validation):
+    from xcyto.fusion import load_fusion
+
+    bundle, _ = fused_bundle
+    probabilities, features, _ = validation
+    fusion = replace(load_fusion(bundle), weight=0.8)
+    empty = features[:3].copy()
+    empty[:, fusion.features.index("nucleus_area")] = np.nan
+    np.testing.assert_allclose(fusion.fuse(probabilities[:3], empty), probabilities[:3], rtol=1e-5)
+    assert not np.allclose(fusion.fuse(probabilities[:3], features[:3]), probabilities[:3])
+
+
+def test_a_fused_bundle_without_its_gallery_is_read_as_the_network_alone(fused_bundle, tmp_path):
+    import xcyto
+    from xcyto.fusion import FusionWarning
+
+    bundle, _ = fused_bundle
+    shutil.copytree(bundle.path, tmp_path / "bundle", ignore=shutil.ignore_patterns("gallery"))
+    image = _a_cell(bundle)
+    with pytest.warns(FusionWarning, match="network alone"):
+        e = xcyto.explain(image, bundle=xcyto.load(tmp_path / "bundle"), methods=["gradcam"], neighbours=0)
+    assert e.fused is None and e.predicted in bundle.classes
+
+
+def _a_cell(bundle) -> np.ndarray:
+    from xcyto.data import load_dataset
+    from xcyto.training import training_data
+
+    return load_dataset(training_data(bundle)).samples[0].image
 
 
 def test_fuse_says_plainly_when_the_gallery_lacks_the_measurements(tiny_run, tmp_path):

@@ -22,14 +22,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xcyto  # noqa: E402
-from xcyto.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from xcyto.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 from xcyto.data import load_dataset  # noqa: E402
-from xcyto.fusion import fit_fusion  # noqa: E402
-from xcyto.morphology import feature_table  # noqa: E402
+from xcyto.fusion import fit_fusion, measured_features  # noqa: E402
 from xcyto.training import cells_in_split, classification_metrics, headline_metrics, training_data  # noqa: E402
 
 KEYS = ("accuracy", "macro_f1", "binary_accuracy", "binary_sensitivity", "binary_specificity", "ece",
         "mean_grade_error", "serious_misses")
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
 
 
 def scored(probabilities, labels, classes) -> dict:
@@ -48,11 +53,12 @@ def main() -> int:
     first = xcyto.load(bundles[0])
     dataset = load_dataset(training_data(first))
     cached = out / "features.npz"
-    if cached.is_file():
-        features = np.load(cached, allow_pickle=False)["features"]
-    else:
-        features = feature_table(dataset.samples, progress=True)
-        np.savez_compressed(cached, features=features, cell_ids=np.array(dataset.cell_ids))
+    saved = np.load(cached, allow_pickle=False) if cached.is_file() else None
+    if saved is not None and list(saved["cell_ids"]) == list(dataset.cell_ids):
+        features = saved["features"]
+    else:  # with the segmenter the galleries used, as `xcyto fuse` measures
+        features = measured_features(first, dataset.samples, progress=True)
+        save_arrays(cached, features=features, cell_ids=np.array(dataset.cell_ids))
     index_of = {cell_id: i for i, cell_id in enumerate(dataset.cell_ids)}
     rows = []
     for path in bundles:
@@ -71,8 +77,8 @@ def main() -> int:
                 row[f"network_{key}"], row[f"fused_{key}"] = network[key], with_measurements[key]
                 row[f"difference_{key}"] = with_measurements[key] - network[key]
         rows.append(row)
-        np.savez_compressed(out / f"probabilities-{path.parent.name}.npz", network=p_test, fused=fused,
-                            labels=np.asarray(test.labels), cell_ids=np.array(test.cell_ids))
+        save_arrays(out / f"probabilities-{path.parent.name}.npz", network=p_test, fused=fused,
+                    labels=np.asarray(test.labels), cell_ids=np.array(test.cell_ids))
         print(f"{path.parent.name}: weight {fusion.weight:.2f}, accuracy {network['accuracy']:.3f} -> "
               f"{with_measurements['accuracy']:.3f}", flush=True)
     text = io.StringIO()

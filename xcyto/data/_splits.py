@@ -145,12 +145,17 @@ def hold_out_calibration(dataset: CellDataset, split: Split, fraction: float, se
     if not 0 < fraction < 1:
         raise DataError(f"calibration fraction must be in (0, 1), got {fraction}")
     train = split.train
-    inner = train_val_test_split(dataset.subset(train), fractions=(1 - fraction, fraction, 0.0), seed=seed + 7919)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        inner = train_val_test_split(dataset.subset(train), fractions=(1 - fraction, fraction, 0.0), seed=seed + 7919)
+    notes = [note.replace("val split", "calibration split") for note in inner.notes]
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
     if len(inner.val) == 0:
         raise DataError(f"too few source groups among the training cells to hold {fraction:.0%} of them out "
                         "for calibration; lower the calibration fraction")
     indices = {**split.indices, "train": np.sort(train[inner.train]), "calibration": np.sort(train[inner.val])}
-    held = Split(indices=indices, folds=split.folds, seed=split.seed, notes=list(split.notes))
+    held = Split(indices=indices, folds=split.folds, seed=split.seed, notes=[*split.notes, *notes])
     check_leakage(dataset, held)
     return held
 

@@ -197,7 +197,8 @@ def _fused_readings(bundle, probabilities, morphologies: list, issues: list) -> 
     (``None`` without a fusion, without measurements, or for a crop without a nucleus)."""
     from xcyto.fusion import fused_reading, load_fusion
 
-    fusion = load_fusion(bundle) if bundle.config.get("morphology_fusion") else None
+    measured = any(cell is not None for cell in morphologies)
+    fusion = load_fusion(bundle) if measured and bundle.config.get("morphology_fusion") else None
     if fusion is None:
         return [None] * len(morphologies)
     probabilities = np.asarray(probabilities, dtype=np.float64)

@@ -8,9 +8,9 @@ probabilities with the morphometric model fitted on its measured training cells.
 ``xcyto fuse`` records the weight in a bundle; :func:`xcyto.explain` then shows the fused
 prediction beside the network's, and the measurements that moved it, in words.
 """
-from xcyto.fusion._fused import (RECORD, WEIGHTS, FusedReading, FusionWarning, MorphologyFusion, fit_fusion,
+from xcyto.fusion._fused import (NEGLIGIBLE, RECORD, WEIGHTS, FusedReading, FusionWarning, MorphologyFusion, fit_fusion,
                                  fused_reading, load_fusion, measured_model)
 from xcyto.fusion._inputs import fusion_inputs, measured_features
 
-__all__ = ["FusedReading", "FusionWarning", "MorphologyFusion", "RECORD", "WEIGHTS", "fit_fusion",
+__all__ = ["FusedReading", "FusionWarning", "MorphologyFusion", "NEGLIGIBLE", "RECORD", "WEIGHTS", "fit_fusion",
            "fused_reading", "fusion_inputs", "load_fusion", "measured_features", "measured_model"]

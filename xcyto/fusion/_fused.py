@@ -28,6 +28,10 @@ from xcyto.errors import XcytoError
 WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.05))
 #: bundle.json key of the record.
 RECORD = "morphology_fusion"
+#: The feature whose absence means no nucleus was found.
+NUCLEUS = "nucleus_area"
+#: Below this total change (log-odds) the measurements moved nothing worth a share.
+NEGLIGIBLE = 0.05
 _CACHE: dict[int, tuple] = {}  # id(bundle) -> (weak reference, record, fusion): refitted once per bundle
 
 
@@ -57,15 +61,37 @@ class MorphologyFusion:
 
         return baseline_log_probabilities(self.model, np.asarray(features, dtype=np.float64), self.num_classes)
 
+    def measured(self, features) -> np.ndarray:
+        """``(N,)`` bool: the cells whose nucleus was measured. The others (no nucleus found:
+        background, debris) keep the network's reading; their measurements say nothing."""
+        features = np.asarray(features, dtype=np.float64)
+        if NUCLEUS in self.features:
+            return np.isfinite(features[:, self.features.index(NUCLEUS)])
+        return np.isfinite(features).any(axis=1)
+
+    def fused_log_probabilities(self, probabilities, features) -> np.ndarray:
+        """``(N, C)`` fused log-probabilities (the network's own for cells without a nucleus)."""
+        features = np.asarray(features, dtype=np.float64)
+        logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1.0))
+        fused = log_softmax(logits + self.weight * self.measured_log_probabilities(features))
+        unmeasured = ~self.measured(features)
+        fused[unmeasured] = log_softmax(logits[unmeasured])
+        return fused
+
     def fuse(self, probabilities, features) -> np.ndarray:
         """``(N, C)`` fused probabilities from the network's ``(N, C)`` and the ``(N, F)`` features."""
-        logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
-        return np.exp(log_softmax(logits + self.weight * self.measured_log_probabilities(features)))
+        return np.exp(self.fused_log_probabilities(probabilities, features))
 
     def log_odds(self, probabilities, features) -> np.ndarray:
-        """``(N, C)`` fused log-odds of each class, log(p / (1 - p))."""
-        fused = np.clip(self.fuse(probabilities, features), 1e-12, 1 - 1e-12)
-        return np.log(fused) - np.log1p(-fused)
+        """``(N, C)`` fused log-odds of each class, log(p / (1 - p)), from the log-probabilities
+        (exact where p is close to 1, where 1 - p would round to 0)."""
+        fused = self.fused_log_probabilities(probabilities, features)
+        others = np.empty_like(fused)
+        for c in range(fused.shape[1]):  # log of the other classes' total
+            rest = np.delete(fused, c, axis=1)
+            top = rest.max(axis=1)
+            others[:, c] = top + np.log(np.exp(rest - top[:, None]).sum(axis=1))
+        return fused - others
 
     def contributions(self, probabilities, features) -> np.ndarray:
         """``(N, F, C)``: how much each feature moves each class's fused log-odds: the log-odds
@@ -90,14 +116,15 @@ class FusedReading:
 
     A change is in log-odds of ``target``: what the fused log-odds lose when that feature alone
     is set to the training cells' median. ``completeness``: the share of the measurements'
-    total effect on the class (all features at their medians) that the single-feature changes
-    add up to (1: additive; the rest is features acting together)."""
+    total effect on the class (every measured feature at its median) that the single-feature
+    changes add up to (1: additive; the rest is features acting together); ``None`` when that
+    effect is under ``NEGLIGIBLE``. Features not measured on the cell are left out of both."""
 
     probabilities: dict[str, float]
     predicted: str
     weight: float
     contributions: list[tuple[str, float, float, float]]  # (feature, value, training median, change)
-    completeness: float
+    completeness: float | None  # None: the measurements moved the class too little to share out
     target: str
 
     def lines(self, top: int = 5) -> list[str]:
@@ -116,8 +143,9 @@ class FusedReading:
                 f"{self.probabilities[self.predicted]:.0%}")
         if self.weight == 0:
             return head + "; the measurements did not help on the validation cells, so they move nothing"
-        return "\n".join([head, *("  " + line for line in self.lines(top)),
-                          f"  (the single features add up to {self.completeness:.0%} of the measurements' effect)"])
+        share = ("  (the measurements hardly move this class)" if self.completeness is None else
+                 f"  (the single features add up to {self.completeness:.0%} of the measurements' effect)")
+        return "\n".join([head, *("  " + line for line in self.lines(top)), share])
 
     def to_dict(self) -> dict:
         return {"probabilities": self.probabilities, "predicted": self.predicted, "weight": self.weight,
@@ -186,15 +214,21 @@ def load_fusion(bundle) -> MorphologyFusion | None:
     record = bundle.config.get(RECORD)
     if not record:
         return None
+    for key in [key for key, entry in _CACHE.items() if entry[0]() is None]:
+        del _CACHE[key]  # bundles gone
     cached = _CACHE.get(id(bundle))
     if cached and cached[0]() is bundle and cached[1] == record:
         return cached[2]
-    gallery, (model, names, reference) = _measured(bundle, "bundle.json records a fusion with the measurements, "
-                                                           "but the gallery that holds them is missing")
-    if names != list(record["features"]):
-        raise XcytoError(f"{bundle.name}: the gallery measured other features than the fusion was chosen for")
+    try:
+        gallery, (model, names, reference) = _measured(bundle, "bundle.json records a fusion with the "
+                                                               "measurements, but its gallery has none")
+        if names != list(record["features"]):
+            raise XcytoError(f"{bundle.name}: the gallery measured other features than the fusion was chosen for")
+    except XcytoError as error:  # a missing or rebuilt gallery: the network alone, said once
+        warnings.warn(f"{error}; reading the network alone (run `xcyto fuse` again)", FusionWarning, stacklevel=2)
+        return None
     found = _checksum(model, gallery, len(bundle.classes))
-    if abs(found - record.get("checksum", found)) > 1e-3 * max(1.0, abs(found)):
+    if abs(found - record.get("checksum", found)) > 1e-6 * max(1.0, abs(found)):
         warnings.warn(f"{bundle.name}: the measured model refitted from the gallery answers differently "
                       f"(checksum {found} against {record['checksum']}); another scikit-learn version? "
                       "Run `xcyto fuse` again", FusionWarning, stacklevel=2)
@@ -212,11 +246,12 @@ def fused_reading(fusion: MorphologyFusion, probabilities, features: dict, class
     fused = fusion.fuse(network, row)[0]
     index = int(fused.argmax()) if target is None else classes.index(target)
     moved = fusion.contributions(network, row)[0][:, index]
+    present = np.isfinite(row[0])
     typical = row.copy()
-    typical[0] = fusion.reference
+    typical[0, present] = fusion.reference[present]  # every measured feature at its median
     total = float(fusion.log_odds(network, row)[0, index] - fusion.log_odds(network, typical)[0, index])
     order = np.argsort(-np.abs(moved))
-    completeness = float(moved.sum() / total) if abs(total) > 1e-9 else 1.0
+    completeness = float(moved[present].sum() / total) if abs(total) >= NEGLIGIBLE else None
     return FusedReading(
         probabilities={name: round(float(p), 4) for name, p in zip(classes, fused)},
         predicted=classes[int(fused.argmax())], weight=fusion.weight, target=classes[index],

@@ -28,7 +28,7 @@ import numpy as np
 
 from xcyto.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from xcyto.data import cross_validation_fold, kfold_split, manifest_text, save_split_manifest
-from xcyto.errors import TrainingError
+from xcyto.errors import TrainingError, XcytoError
 from xcyto.training._config import TrainConfig
 
 #: (key in results, column title, better) of the leaderboard, in order.
@@ -367,17 +367,26 @@ def _fused_fold(out: Path, label: str, k: int, dataset) -> None:
 
     run_dir = out / f"{label}{FUSED_SUFFIX}" / f"fold-{k}"
     bundle_path = out / label / f"fold-{k}" / "bundle"
-    if (run_dir / "metrics.json").is_file() or not (bundle_path / "bundle.json").is_file():
+    if not (bundle_path / "bundle.json").is_file():
         return
+    bundle = load(bundle_path)
+    if (run_dir / "metrics.json").is_file() and json.loads((run_dir / "metrics.json").read_text()).get(
+            "bundle_sha256") == bundle.sha256:
+        return  # done already for these very weights
     started = time.perf_counter()
     config = json.loads((bundle_path / "bundle.json").read_text())
     record = config.get(RECORD)
     if not (record or {}).get("test"):  # trained before fusion was the default, or with --no-fuse
-        _, record = fuse_bundle(load(bundle_path), dataset, progress=True)
+        try:
+            _, record = fuse_bundle(bundle, dataset, progress=True)
+        except XcytoError as error:
+            print(f"{label}{FUSED_SUFFIX}, fold {k + 1}: not fused ({error})")
+            return
         config[RECORD] = record
         write_json_atomic(bundle_path / "bundle.json", config)
     write_json_atomic(run_dir / "metrics.json", {"test": record["test"]["fused"], "network": record["test"]["network"],
                                                  "weight": record["weight"], "evaluated_on": "test",
+                                                 "bundle_sha256": bundle.sha256,
                                                  "fuse_seconds": time.perf_counter() - started})
     print(f"{label}{FUSED_SUFFIX}, fold {k + 1}: weight {record['weight']:.2f}, accuracy "
           f"{record['test']['network']['accuracy']:.3f} -> {record['test']['fused']['accuracy']:.3f}")

@@ -100,10 +100,14 @@ def _evaluate(bundle: Bundle, dataset, tta: bool | None = None) -> tuple[dict, n
                                abnormal_flags(bundle.classes)[np.asarray(dataset.labels)])
         metrics["screen"] = {"threshold": screen.threshold, "target_sensitivity": screen.sensitivity,
                              "sensitivity": found["sensitivity"], "cleared_normal": found["cleared_normal"]}
+    fusion = None
     if bundle.config.get("morphology_fusion") and len(dataset.labels):  # read with the measurements too
-        from xcyto.fusion import load_fusion, measured_features
+        from xcyto.fusion import load_fusion
 
         fusion = load_fusion(bundle)
+    if fusion is not None:
+        from xcyto.fusion import measured_features
+
         fused = fusion.fuse(predictions.probabilities, measured_features(bundle, dataset.samples, progress=True))
         scored = headline_metrics(classification_metrics(np.log(np.clip(fused, 1e-12, 1)), dataset.labels,
                                                          bundle.classes))
@@ -225,7 +229,7 @@ def predict_command(bundle_path, images, out=None, batch_size: int = 32, tta: bo
     if bundle.config.get("morphology_fusion"):
         from xcyto.fusion import load_fusion, measured_features
 
-        fusion = load_fusion(bundle)
+        fusion = load_fusion(bundle)  # None, with a warning, when its gallery is gone
     for start in range(0, len(arrays), batch_size):
         chunk = arrays[start:start + batch_size]
         _, probabilities, embeddings = bundle.predict_batch(bundle.preprocess(chunk), tta=tta)
@@ -299,7 +303,8 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
         held_out = bundle.config.get("data", {}).get("n_calibration", 0) > 0
         cells, note = cells_in_split(bundle, everything, "calibration" if held_out else "val")
         if cells is everything:
-            raise DataError(f"{bundle_path}: no validation split of the bundle applies to {data} ({note})")
+            raise DataError(f"{bundle_path}: no {'calibration' if held_out else 'validation'} split of the bundle "
+                            f"applies to {data} ({note})")
         probabilities = bundle.predict_cells(cells.samples, progress=True).probabilities
         records = trust_records(probabilities, cells.labels, bundle.classes, coverage=coverage, sensitivity=sensitivity,
                                 fitted_on=f"{len(cells)} {'held-out calibration' if held_out else 'validation'} cells")
