@@ -268,6 +268,15 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def record_in_config(path: str | os.PathLike, records: dict) -> dict:
+    """Add (or replace) top-level records of a bundle folder's ``bundle.json``, atomically, and
+    return the new content. The weights, and so the bundle's sha256, are left as they are."""
+    path = Path(path)
+    config = {**read_config(path), **records}
+    write_json_atomic(path / CONFIG_FILE, config)
+    return config
+
+
 def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
     """Load and validate a plain bundle folder; refuse corrupt or inconsistent ones clearly.
     (:func:`xcyto.load` also loads ensembles.)"""

@@ -361,6 +361,7 @@ def _morphometry_fold(out: Path, k: int, dataset, manifest: Path, seed: int) -> 
 def _fused_fold(out: Path, label: str, k: int, dataset) -> None:
     """``LABEL+measurements/fold-K``: the fold's bundle read with its cells' measurements, the
     weight chosen on its validation cells and recorded in the bundle (:func:`fuse_bundle`)."""
+    from xcyto.bundle import record_in_config
     from xcyto.fusion import RECORD
     from xcyto.loading import load
     from xcyto.training._fuse import fuse_bundle
@@ -374,16 +375,14 @@ def _fused_fold(out: Path, label: str, k: int, dataset) -> None:
             "bundle_sha256") == bundle.sha256:
         return  # done already for these very weights
     started = time.perf_counter()
-    config = json.loads((bundle_path / "bundle.json").read_text())
-    record = config.get(RECORD)
+    record = bundle.config.get(RECORD)
     if not (record or {}).get("test"):  # trained before fusion was the default, or with --no-fuse
         try:
             _, record = fuse_bundle(bundle, dataset, progress=True)
         except XcytoError as error:
             print(f"{label}{FUSED_SUFFIX}, fold {k + 1}: not fused ({error})")
             return
-        config[RECORD] = record
-        write_json_atomic(bundle_path / "bundle.json", config)
+        record_in_config(bundle_path, {RECORD: record})
     write_json_atomic(run_dir / "metrics.json", {"test": record["test"]["fused"], "network": record["test"]["network"],
                                                  "weight": record["weight"], "evaluated_on": "test",
                                                  "bundle_sha256": bundle.sha256,

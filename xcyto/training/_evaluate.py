@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from xcyto.atomic import write_json_atomic, write_text_atomic
-from xcyto.bundle import SPLIT_FILE, Bundle
+from xcyto.bundle import SPLIT_FILE, Bundle, record_in_config
 from xcyto.errors import DataError
 from xcyto.loading import load
 from xcyto.plotting import plot_confusion_matrix, save_figure
@@ -22,6 +21,12 @@ from xcyto.trust import p_abnormal, plot_risk_coverage, risk_coverage, set_metri
 
 #: Environment variable: the folder holding the datasets (``$XCYTO_DATA/herlev``, ...).
 DATA_ENV = "XCYTO_DATA"
+
+def bundle_scheme(bundle: Bundle, scheme: str | None = None) -> str | None:
+    """The label scheme to load a bundle's data with: ``scheme`` when given, else the bundle's own
+    (``None`` for the data's default)."""
+    return scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
+
 
 def training_data(bundle: Bundle) -> str | None:
     """Where the cells ``bundle`` was trained on are: its recorded source or, when that folder
@@ -123,7 +128,7 @@ def evaluate_command(bundle_path, data, split="all", scheme=None, out=None, tta:
         data = training_data(bundle)
         if not data:
             raise DataError(f"bundle {bundle_path} does not record its data source; pass --data")
-    scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
+    scheme = bundle_scheme(bundle, scheme)
     everything = load_dataset(data, scheme=scheme)
     dataset, note = cells_in_split(bundle, everything, split)
     print(f"evaluating on {note}")
@@ -280,7 +285,6 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
     cells and record both in its ``bundle.json``. The validation scores recorded at training are
     used when present; otherwise (or with ``data``) the validation cells of the bundle's split
     are predicted again, as the bundle predicts (calibrated, with its TTA)."""
-    from xcyto.atomic import write_json_atomic
     from xcyto.data import load_dataset
     from xcyto.trust import DEFAULT_COVERAGE, Screen, refit_records, trust_records
 
@@ -297,9 +301,7 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
         data = data or training_data(bundle)
         if not data:
             raise DataError(f"bundle {bundle_path} records neither validation scores nor its data source; pass --data")
-        scheme = scheme or (None if bundle.config.get("label_scheme", "default") == "default"
-                            else bundle.config["label_scheme"])
-        everything = load_dataset(data, scheme=scheme)
+        everything = load_dataset(data, scheme=bundle_scheme(bundle, scheme))
         held_out = bundle.config.get("data", {}).get("n_calibration", 0) > 0
         cells, note = cells_in_split(bundle, everything, "calibration" if held_out else "val")
         if cells is everything:
@@ -311,9 +313,7 @@ def screen_command(bundle_path, sensitivity: float = 0.98, coverage: float | Non
         source = note
     screen = Screen.from_dict(records["screen"])
     if write and bundle.path is not None:
-        config = json.loads((bundle.path / "bundle.json").read_text())
-        config.update(records)
-        write_json_atomic(bundle.path / "bundle.json", config)
+        record_in_config(bundle.path, records)
     print(f"{bundle.name}, from {source}:\n  screen: {screen.describe()}\n  sets: {records['conformal']['description']}"
           + (f"\n  recorded in {bundle.path / 'bundle.json'}" if write and bundle.path is not None else ""))
     return records

@@ -2,19 +2,13 @@
 weigh beside the network (:mod:`xcyto.fusion`), measure it on the test cells, and record it."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from xcyto.atomic import write_json_atomic
+from xcyto.bundle import record_in_config
 from xcyto.errors import DataError
 from xcyto.loading import load
-from xcyto.training._evaluate import cells_in_split, training_data
+from xcyto.training._evaluate import bundle_scheme, cells_in_split, training_data
 from xcyto.training._metrics import classification_metrics, headline_metrics
-
-
-def _scheme(bundle, scheme):
-    return scheme or (None if bundle.config.get("label_scheme", "default") == "default" else bundle.config["label_scheme"])
 
 
 def fuse_bundle(bundle, dataset, progress: bool = False) -> tuple[object, dict]:
@@ -50,11 +44,9 @@ def fuse_command(bundle_path, data=None, scheme=None, write: bool = True) -> dic
     data = data or training_data(bundle)
     if not data:
         raise DataError(f"bundle {bundle_path} does not record its data source; pass --data")
-    _, record = fuse_bundle(bundle, load_dataset(data, scheme=_scheme(bundle, scheme)), progress=True)
+    _, record = fuse_bundle(bundle, load_dataset(data, scheme=bundle_scheme(bundle, scheme)), progress=True)
     if write and bundle.path is not None:
-        config = json.loads((bundle.path / "bundle.json").read_text())
-        config[RECORD] = record
-        write_json_atomic(bundle.path / "bundle.json", config)
+        record_in_config(bundle.path, {RECORD: record})
     lines = [f"{bundle.name}: measurements weigh {record['weight']:.2f} beside the network "
              f"(chosen by log-loss on {record['fitted_on']})"]
     for name in ("network", "fused"):

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from xcyto.atomic import atomic_dir, atomic_path, write_json_atomic
-from xcyto.bundle import Bundle
+from xcyto.bundle import Bundle, record_in_config
 from xcyto.errors import TrainingError, XcytoError
 from xcyto.models import create, get_spec
 from xcyto.plotting import plot_confusion_matrix, plot_learning_curves, save_figure
@@ -311,11 +311,10 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
     def held_out(chosen, tta):
         """The calibration cells' probabilities as the bundle gives them, and their labels."""
         loader = data.calibration_loader(device)
+        labels = data.dataset.labels[data.split["calibration"]]  # the loader's order
         if tta["enabled"]:
-            return (view_probabilities(model, loader, device, chosen, autocast_dtype),
-                    predict_logits(model, loader, device, autocast_dtype)[1])
-        logits, labels = predict_logits(model, loader, device, autocast_dtype)
-        return chosen.probabilities(logits), labels
+            return view_probabilities(model, loader, device, chosen, autocast_dtype), labels
+        return chosen.probabilities(predict_logits(model, loader, device, autocast_dtype)[0]), labels
 
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
     prior, balance = choose_prior_adjustment(val_logits, val_labels, counts)
@@ -453,9 +452,7 @@ def _fuse(bundle: Bundle, data: RunData, run_dir: Path) -> None:
         warnings.warn(f"not fused with the measurements: {error}", stacklevel=2)
         return
     bundle.config[RECORD] = record
-    config = json.loads((run_dir / "bundle" / "bundle.json").read_text())
-    config[RECORD] = record
-    write_json_atomic(run_dir / "bundle" / "bundle.json", config)
+    record_in_config(run_dir / "bundle", {RECORD: record})
     tested = record.get("test")
     print(f"with the measurements: weight {record['weight']:.2f}"
           + (f", test accuracy {tested['network']['accuracy']:.3f} -> {tested['fused']['accuracy']:.3f}" if tested else ""))
