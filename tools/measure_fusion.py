@@ -3,6 +3,10 @@ cross-validation run: the weight chosen on the fold's validation cells, both rea
 cells, paired fold by fold.
 
     python tools/measure_fusion.py --cv runs/cv-herlev-auto/efficientnet_lite0 --out docs/results/herlev-cv-fusion
+    python tools/measure_fusion.py --cv runs/cv-herlev-defaults/efficientnet_lite{0,1,2} --out docs/results/herlev-cv-fusion-ensemble
+
+With several model folders, each fold's network is their equal-weight ensemble (the first
+model's gallery gives the training cells' measurements; the members share the split).
 
 Writes folds.csv (one row per fold: network, fused and their difference), summary.json (means
 and the paired differences) and each fold's test probabilities (probabilities-fold-K.npz).
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xcyto  # noqa: E402
 from xcyto.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 from xcyto.data import load_dataset  # noqa: E402
+from xcyto.ensemble import make_ensemble  # noqa: E402
 from xcyto.fusion import fit_fusion, measured_features  # noqa: E402
 from xcyto.training import cells_in_split, classification_metrics, headline_metrics, training_data  # noqa: E402
 
@@ -44,12 +49,14 @@ def scored(probabilities, labels, classes) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cv", required=True, help="a model's folder of a `xcyto compare` run (fold-K/bundle inside)")
+    parser.add_argument("--cv", required=True, nargs="+",
+                        help="a model's folder of a `xcyto compare` run (fold-K/bundle inside); several: their ensemble")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bundles = sorted(Path(args.cv).glob("fold-*/bundle"))
+    folders = [Path(folder) for folder in args.cv]
+    bundles = sorted(p for p in folders[0].glob("fold-*/bundle") if all((f / p.parent.name / "bundle").is_dir() for f in folders))
     first = xcyto.load(bundles[0])
     dataset = load_dataset(training_data(first))
     cached = out / "features.npz"
@@ -66,8 +73,13 @@ def main() -> int:
         val, _ = cells_in_split(bundle, dataset, "val")
         test, _ = cells_in_split(bundle, dataset, "test")
         rows_of = lambda cells: features[[index_of[c] for c in cells.cell_ids]]  # noqa: E731
-        p_val = bundle.predict_cells(val.samples).probabilities
-        p_test = bundle.predict_cells(test.samples).probabilities
+        network = bundle
+        if len(folders) > 1:
+            network = make_ensemble([bundle] + [xcyto.load(f / path.parent.name / "bundle") for f in folders[1:]])
+            if len({m.config.get("data", {}).get("split_sha256") for m in network.members}) != 1:
+                raise SystemExit(f"{path.parent.name}: the members were trained on different splits")
+        p_val = network.predict_cells(val.samples).probabilities
+        p_test = network.predict_cells(test.samples).probabilities
         fusion = fit_fusion(bundle, p_val, rows_of(val), val.labels)
         fused = fusion.fuse(p_test, rows_of(test))
         network, with_measurements = scored(p_test, test.labels, bundle.classes), scored(fused, test.labels, bundle.classes)
@@ -87,7 +99,7 @@ def main() -> int:
     writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
     write_text_atomic(out / "folds.csv", text.getvalue())
     differences = np.array([row["difference_accuracy"] for row in rows])
-    summary = {"cv": str(args.cv), "folds": len(rows),
+    summary = {"cv": [str(folder) for folder in folders], "folds": len(rows),
                "mean": {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key not in ("fold",)},
                "accuracy_difference_per_fold": differences.round(4).tolist(),
                "folds_better": int((differences > 0).sum()), "folds_worse": int((differences < 0).sum()),

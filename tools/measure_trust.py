@@ -5,6 +5,7 @@ cells), and on the dirty copy of Herlev.
 
     python tools/measure_trust.py --cv runs/cv-herlev-auto/efficientnet_lite0 --out docs/results/herlev-cv-trust
     python tools/measure_trust.py --cv runs/cv-herlev-calibration/efficientnet_lite0 --out docs/results/herlev-cv-trust-calibration
+    python tools/measure_trust.py --ensemble runs/cv-herlev-defaults/efficientnet_lite{0,1,2} --out docs/results/herlev-cv-trust-ensemble
     python tools/measure_trust.py --dirty runs/dirty-defaults --dirty-data runs/herlev-dirty --out docs/results/dirty-trust
 
 Per fold: folds.csv (one row per fold, the README's table) and each fold's validation and test
@@ -25,15 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xcyto  # noqa: E402
 from xcyto.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from xcyto.data import abnormal_flags, load_dataset  # noqa: E402
+from xcyto.ensemble import make_ensemble  # noqa: E402
 from xcyto.training import cells_in_split, training_data  # noqa: E402
 from xcyto.trust import (PredictionSets, Screen, coverage_at_accuracy, grade_metrics, p_abnormal,  # noqa: E402
                          risk_coverage, set_metrics, trust_records)
 
 
-def measure_bundle(bundle, dataset, sensitivity: float, coverage: float) -> tuple[dict, dict]:
-    held_out = (bundle.config.get("data") or {}).get("n_calibration", 0) > 0  # --calibration-fraction
-    val, _ = cells_in_split(bundle, dataset, "calibration" if held_out else "val")
-    test, _ = cells_in_split(bundle, dataset, "test")
+def measure_bundle(bundle, dataset, sensitivity: float, coverage: float, trained=None) -> tuple[dict, dict]:
+    """``trained``: the bundle whose split and left-out crops apply (an ensemble's first member)."""
+    trained = trained or bundle
+    held_out = (trained.config.get("data") or {}).get("n_calibration", 0) > 0  # --calibration-fraction
+    val, _ = cells_in_split(trained, dataset, "calibration" if held_out else "val")
+    test, _ = cells_in_split(trained, dataset, "test")
     p_val = bundle.predict_cells(val.samples, progress=True).probabilities
     p_test = bundle.predict_cells(test.samples, progress=True).probabilities
     records = trust_records(p_val, val.labels, bundle.classes, coverage=coverage, sensitivity=sensitivity)
@@ -75,25 +79,30 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def cross_validation(folder: Path, out: Path, data: str | None, sensitivity: float, coverage: float) -> None:
+def cross_validation(folders: list[Path], out: Path, data: str | None, sensitivity: float, coverage: float) -> None:
+    """One model's folds, or (several folders) the equal-weight ensemble of their bundles per fold."""
     rows, per_class = [], {}
-    folds = sorted(p for p in folder.glob("fold-*") if (p / "bundle" / "bundle.json").is_file())
+    folds = sorted(p.name for p in folders[0].glob("fold-*")
+                   if all((f / p.name / "bundle" / "bundle.json").is_file() for f in folders))
     dataset = None
     for fold in folds:
-        bundle = xcyto.load(fold / "bundle")
-        dataset = dataset or load_dataset(data or training_data(bundle))
-        row, extra = measure_bundle(bundle, dataset, sensitivity, coverage)
-        rows.append({"fold": fold.name, **row})
-        per_class[fold.name] = extra["per_class_coverage"]
-        np.savez_compressed(out / f"probabilities-{fold.name}.npz", **extra["arrays"])
-        print(f"{fold.name}: coverage {row['coverage']:.3f} (lowest {row['lowest_class']} "
+        members = [xcyto.load(folder / fold / "bundle") for folder in folders]
+        bundle = members[0] if len(members) == 1 else make_ensemble(members)
+        if len({m.config.get("data", {}).get("split_sha256") for m in members}) != 1:
+            raise SystemExit(f"{fold}: the members were trained on different splits")
+        dataset = dataset or load_dataset(data or training_data(members[0]))
+        row, extra = measure_bundle(bundle, dataset, sensitivity, coverage, trained=members[0])
+        rows.append({"fold": fold, **row})
+        per_class[fold] = extra["per_class_coverage"]
+        np.savez_compressed(out / f"probabilities-{fold}.npz", **extra["arrays"])
+        print(f"{fold}: coverage {row['coverage']:.3f} (lowest {row['lowest_class']} "
               f"{row['lowest_class_coverage']:.3f}), set size {row['mean_set_size']:.2f}, screen sensitivity "
               f"{row['screen_sensitivity']:.3f} clearing {row['screen_cleared_normal']:.0%} of normal cells")
     write_rows(out / "folds.csv", rows)
     numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     summary = {"folds": len(rows), "target_coverage": coverage, "target_sensitivity": sensitivity,
                "mean": {k: float(np.mean([r[k] for r in rows])) for k in numeric},
-               "per_class_coverage": per_class, "source": str(folder)}
+               "per_class_coverage": per_class, "source": [str(folder) for folder in folders]}
     write_json_atomic(out / "summary.json", summary)
     print(json.dumps(summary["mean"], indent=1))
 
@@ -128,6 +137,8 @@ def dirty(folder: Path, data: Path, out: Path, sensitivity: float, coverage: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cv", type=Path, help="a model's folder of a compare run (fold-0 ... fold-K)")
+    parser.add_argument("--ensemble", type=Path, nargs="+",
+                        help="several models' folders of one compare run: their equal-weight ensemble, fold by fold")
     parser.add_argument("--data", default=None, help="the data of --cv (default: what the bundles record)")
     parser.add_argument("--dirty", type=Path, help="runs/dirty-defaults (auto-0 and keep-0 bundles)")
     parser.add_argument("--dirty-data", type=Path, default=Path("runs/herlev-dirty"))
@@ -136,8 +147,8 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, default=0.9)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.cv:
-        cross_validation(args.cv, args.out, args.data, args.sensitivity, args.coverage)
+    if args.cv or args.ensemble:
+        cross_validation([args.cv] if args.cv else args.ensemble, args.out, args.data, args.sensitivity, args.coverage)
     if args.dirty:
         dirty(args.dirty, args.dirty_data, args.out, args.sensitivity, args.coverage)
 

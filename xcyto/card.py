@@ -117,6 +117,7 @@ def _model_section(bundle: Bundle) -> str:
         rows.append(("training", f"{training.get('epochs')} epochs max ({stopping}), batch "
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
                      f"{training.get('schedule')} schedule, label smoothing {training.get('label_smoothing')}, "
+                     f"{'grade-aware loss ' + str(training['grade_loss']) + ', ' if training.get('grade_loss') else ''}"
                      f"loss balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "
                      f"stain jitter {training.get('stain_jitter', 0.05)}, MixUp {training.get('mixup', 0)}, "
                      f"CutMix {training.get('cutmix', 0)}, weight average {training.get('ema', 0) or 'off'}, "

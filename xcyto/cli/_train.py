@@ -174,6 +174,10 @@ def add_fit_options(parser) -> None:
                         help="learning-rate schedule (default %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                         help="(default %(default)s)")
+    parser.add_argument("--grade-loss", type=float, default=defaults.grade_loss,
+                        help="weight of the expected grade distance added to the loss, so that far misses "
+                        "(carcinoma in situ called normal) cost more than near ones; needs graded classes "
+                        "(0: off; default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
                         help="class balancing: auto (plain cross-entropy, and also a class-weighted loss when the "
                         "largest class has 3 times the cells of the smallest or more; the validation cells choose "

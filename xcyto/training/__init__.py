@@ -1,5 +1,5 @@
 """Training: ``xcyto.train`` and what it stands on: the settings, the split of the cells, the
-metrics, the choice of class balance, evaluation and prediction of a trained bundle, and the
+metrics, the choice of class balance, the grade-aware loss, evaluation and prediction of a trained bundle, and the
 cross-validated comparison of models.
 
 >>> result = train(TrainConfig(data="../shared/data/herlev", out="runs/herlev"))   # = xcyto.train
@@ -21,6 +21,7 @@ _LAZY = {
     "screen_command": "_evaluate", "select_split": "_evaluate", "training_data": "_evaluate",
     "compare": "_compare",
     "fuse_bundle": "_fuse", "fuse_command": "_fuse",
+    "GradeAwareLoss": "_losses", "grade_costs": "_losses",
 }
 
 __all__ = ["BALANCE", "ROTATIONS", "SCHEDULES", "TTA_MODES", "TrainConfig", *_LAZY]

@@ -34,6 +34,9 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
+    # Weight of the expected grade distance added to the loss (grade-aware training: a far miss
+    # costs more than a near one; see training.GradeAwareLoss); 0: plain cross-entropy.
+    grade_loss: float = 0.0
     balance: str = "auto"  # chosen on the validation cells (see training.balance)
     rotation: str = "any_angle"  # training augmentation: any angle, the 8 dihedral views, or none
     stain_jitter: float = 0.05  # sigma of the HED stain rescaling
@@ -86,8 +89,8 @@ class TrainConfig:
             problems.append(f"rotation must be one of {ROTATIONS} (got {self.rotation!r})")
         if self.tta not in TTA_MODES:
             problems.append(f"tta must be one of {TTA_MODES} (got {self.tta!r})")
-        if min(self.mixup, self.cutmix, self.stain_jitter) < 0:
-            problems.append("mixup, cutmix and stain_jitter must be >= 0")
+        if min(self.mixup, self.cutmix, self.stain_jitter, self.grade_loss) < 0:
+            problems.append("mixup, cutmix, stain_jitter and grade_loss must be >= 0")
         if not 0 <= self.ema < 1:
             problems.append(f"ema must be in [0, 1) (got {self.ema})")
         if self.amp not in AMP_MODES:

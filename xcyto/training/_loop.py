@@ -37,6 +37,7 @@ from xcyto.training._checkpoint import load_checkpoint, save_atomic
 from xcyto.training._config import TrainConfig
 from xcyto.training._data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training._distributed import DistContext, init_distributed, pick_device, shutdown_distributed
+from xcyto.training._losses import GradeAwareLoss, grade_costs
 from xcyto.calibration import choose_calibration
 from xcyto.training._balance import choose_prior_adjustment, choose_training, worth_weighting
 from xcyto.training._metrics import classification_metrics, headline_metrics, macro_f1
@@ -213,6 +214,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     )
     scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
     criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, device), label_smoothing=config.label_smoothing)
+    if config.grade_loss > 0:
+        criterion = GradeAwareLoss(criterion, grade_costs(data.classes), config.grade_loss).to(device)
     mixer = _mixer(config, len(data.classes))
     averaged = None
     if config.ema > 0:  # validated, saved and shipped in place of the raw weights
