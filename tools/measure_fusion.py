@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xcyto  # noqa: E402
 from xcyto.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 from xcyto.data import load_dataset  # noqa: E402
-from xcyto.ensemble import make_ensemble  # noqa: E402
+from xcyto.ensemble import make_ensemble, shared_split  # noqa: E402
 from xcyto.fusion import fit_fusion, measured_features  # noqa: E402
 from xcyto.training import cells_in_split, classification_metrics, headline_metrics, training_data  # noqa: E402
 
@@ -73,13 +73,13 @@ def main() -> int:
         val, _ = cells_in_split(bundle, dataset, "val")
         test, _ = cells_in_split(bundle, dataset, "test")
         rows_of = lambda cells: features[[index_of[c] for c in cells.cell_ids]]  # noqa: E731
-        network = bundle
+        predictor = bundle
         if len(folders) > 1:
-            network = make_ensemble([bundle] + [xcyto.load(f / path.parent.name / "bundle") for f in folders[1:]])
-            if len({m.config.get("data", {}).get("split_sha256") for m in network.members}) != 1:
+            predictor = make_ensemble([bundle] + [xcyto.load(f / path.parent.name / "bundle") for f in folders[1:]])
+            if shared_split(predictor.members) is None:
                 raise SystemExit(f"{path.parent.name}: the members were trained on different splits")
-        p_val = network.predict_cells(val.samples).probabilities
-        p_test = network.predict_cells(test.samples).probabilities
+        p_val = predictor.predict_cells(val.samples).probabilities
+        p_test = predictor.predict_cells(test.samples).probabilities
         fusion = fit_fusion(bundle, p_val, rows_of(val), val.labels)
         fused = fusion.fuse(p_test, rows_of(test))
         network, with_measurements = scored(p_test, test.labels, bundle.classes), scored(fused, test.labels, bundle.classes)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xcyto  # noqa: E402
 from xcyto.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from xcyto.data import abnormal_flags, load_dataset  # noqa: E402
-from xcyto.ensemble import make_ensemble  # noqa: E402
+from xcyto.ensemble import make_ensemble, shared_split  # noqa: E402
 from xcyto.training import cells_in_split, training_data  # noqa: E402
 from xcyto.trust import (PredictionSets, Screen, coverage_at_accuracy, grade_metrics, p_abnormal,  # noqa: E402
                          risk_coverage, set_metrics, trust_records)
@@ -88,7 +88,7 @@ def cross_validation(folders: list[Path], out: Path, data: str | None, sensitivi
     for fold in folds:
         members = [xcyto.load(folder / fold / "bundle") for folder in folders]
         bundle = members[0] if len(members) == 1 else make_ensemble(members)
-        if len({m.config.get("data", {}).get("split_sha256") for m in members}) != 1:
+        if shared_split(members) is None:
             raise SystemExit(f"{fold}: the members were trained on different splits")
         dataset = dataset or load_dataset(data or training_data(members[0]))
         row, extra = measure_bundle(bundle, dataset, sensitivity, coverage, trained=members[0])

@@ -166,7 +166,11 @@ def measured_model(gallery):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns: median nan, said below
         reference = np.nanmedian(values, axis=0)
-    return fit_baseline(values, np.asarray(gallery.labels)), list(measured[1]), np.nan_to_num(reference)
+    try:
+        model = fit_baseline(values, np.asarray(gallery.labels))
+    except ValueError as error:  # e.g. a gallery of one class: scikit-learn cannot fit it
+        raise XcytoError(f"cannot fit the measured model on the gallery's {len(values)} training cells: {error}") from None
+    return model, list(measured[1]), np.nan_to_num(reference)
 
 
 def _measured(bundle, missing: str):

@@ -451,7 +451,7 @@ def _fuse(bundle: Bundle, data: RunData, run_dir: Path) -> None:
 
     try:
         _, record = fuse_bundle(bundle, data.dataset)
-    except (XcytoError, ValueError) as error:  # too few cells or classes to fit: the network alone
+    except XcytoError as error:  # too few cells or classes to fit: the network alone
         warnings.warn(f"not fused with the measurements: {error}", stacklevel=2)
         return
     bundle.config[RECORD] = record
