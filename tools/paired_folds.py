@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xcyto.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from xcyto.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
 
 KEYS = ("accuracy", "macro_f1", "binary_accuracy", "sensitivity", "specificity", "ece", "mean_grade_error",
         "serious_misses")
@@ -59,11 +58,8 @@ def main() -> int:
     if not rows:
         raise SystemExit("no fold is finished in both runs")
     args.out.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
-    write_text_atomic(args.out / "folds.csv", text.getvalue())
+    write_csv_atomic(args.out / "folds.csv", [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+                                              for row in rows])
     differences = np.array([row["difference_accuracy"] for row in rows])
     spread = differences.std(ddof=1) if len(differences) > 1 else 0.0
     summary = {
