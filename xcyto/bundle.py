@@ -144,6 +144,7 @@ class Bundle:
             std=tuple(self.config["std"]),
             pad_to_square=bool(self.config.get("pad_to_square", True)),
             preprocessing=self.config.get("preprocessing", "none"),
+            view=self.config.get("view", "cell"),
         )
 
     def preprocess(self, images) -> torch.Tensor:

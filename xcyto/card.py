@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from xcyto import __version__
@@ -107,7 +108,8 @@ def _model_section(bundle: Bundle) -> str:
         weights = get_spec(bundle.architecture).default_weights
     rows[2:2] = [("architecture", f"{bundle.architecture} ({config.get('head', 'linear')} head)"),
                  ("initial weights", "none (trained from scratch)" if weights is None else f"{weights} (pretrained)")]
-    rows[-1] = ("input", f"{bundle.input_size} px RGB, {'padded to square' if config.get('pad_to_square', True) else 'stretched'}, "
+    rows[-1] = ("input", f"{bundle.input_size} px RGB, {_VIEW_WORDS[config.get('view', 'cell')]}, "
+                f"{'padded to square' if config.get('pad_to_square', True) else 'stretched'}, "
                 f"preprocessing {config.get('preprocessing', 'none')}, mean {_triple(config.get('mean'))}, "
                 f"std {_triple(config.get('std'))}")
     rows.append(("calibration", bundle.calibration.describe()))
@@ -118,6 +120,7 @@ def _model_section(bundle: Bundle) -> str:
                      f"{training.get('batch_size')}, lr {training.get('lr')} (backbone x{training.get('backbone_lr_mult')}), "
                      f"{training.get('schedule')} schedule, label smoothing {training.get('label_smoothing')}, "
                      f"{'grade-aware loss ' + str(training['grade_loss']) + ', ' if training.get('grade_loss') else ''}"
+                     f"{_distilled(training)}"
                      f"loss balance {training.get('balance')}, rotation {training.get('rotation', 'any_angle')}, "
                      f"stain jitter {training.get('stain_jitter', 0.05)}, MixUp {training.get('mixup', 0)}, "
                      f"CutMix {training.get('cutmix', 0)}, weight average {training.get('ema', 0) or 'off'}, "
@@ -307,3 +310,16 @@ def _half_width(p, n) -> float:
 
 def _interval(p, n) -> str:
     return "" if p is None or not n else f" (95 % interval +/- {_half_width(p, n):.3f})"
+
+
+#: The views of a crop (TrainConfig.view) in the card's words.
+_VIEW_WORDS = {"cell": "the whole crop", "nucleus": "the square around the nucleus (3 nucleus diameters a side)"}
+
+
+def _distilled(training: dict) -> str:
+    """The distillation of a training, in words ("" without a teacher)."""
+    if not training.get("teacher"):
+        return ""
+    count = len([part for part in str(training["teacher"]).split(os.pathsep) if part.strip()])
+    return (f"distilled from {count} teacher{'s' if count > 1 else ''} (share {training.get('distill')}, "
+            f"temperature {training.get('distill_temperature')}), ")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
-from xcyto.training import BALANCE, ROTATIONS, SCHEDULES, TTA_MODES, TrainConfig
+from xcyto.training import BALANCE, ROTATIONS, SCHEDULES, TTA_MODES, VIEWS, TrainConfig
 
 TRAIN_EPILOG = """examples:
   # fine-tune the default (EfficientNet-Lite0, offline ImageNet weights) on Herlev, 7 classes
@@ -162,6 +163,9 @@ def add_fit_options(parser) -> None:
                         "at least 128 and at most 160 px or the architecture's native size)")
     parser.add_argument("--no-pad", dest="pad_to_square", action="store_false", help="stretch instead of padding to square")
     parser.add_argument("--preprocessing", default=defaults.preprocessing, help="none, clahe, median or nlmeans")
+    parser.add_argument("--view", choices=VIEWS, default=defaults.view,
+                        help="what of each crop the network reads: the whole crop, or the square around its "
+                        "segmented nucleus (3 nucleus diameters a side) at the same input size (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="head learning rate (default %(default)s)")
@@ -178,6 +182,14 @@ def add_fit_options(parser) -> None:
                         help="weight of the expected grade distance added to the loss, so that far misses "
                         "(carcinoma in situ called normal) cost more than near ones; needs graded classes "
                         "(0: off; default %(default)s)")
+    parser.add_argument("--teacher", nargs="+", default=None, metavar="BUNDLE",
+                        help="distil: also learn each training cell's probabilities from these bundles or run "
+                        "folders (several: their mean, e.g. an ensemble's members), trained on the same split; "
+                        "the split is theirs unless given. In compare, {fold} in a path is the fold's number")
+    parser.add_argument("--distill", type=float, default=defaults.distill,
+                        help="share of the loss that follows the teacher (default %(default)s)")
+    parser.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature,
+                        help="temperature that softens the teacher's probabilities (default %(default)s)")
     parser.add_argument("--balance", choices=BALANCE, default=defaults.balance,
                         help="class balancing: auto (plain cross-entropy, and also a class-weighted loss when the "
                         "largest class has 3 times the cells of the smallest or more; the validation cells choose "
@@ -222,6 +234,8 @@ def train_settings(args) -> dict:
     settings = {key: value for key, value in vars(args).items() if key in names}
     if isinstance(settings.get("weights"), str) and settings["weights"].lower() == "none":
         settings["weights"] = None
+    if isinstance(settings.get("teacher"), list):  # one setting: the paths joined as in $PATH
+        settings["teacher"] = os.pathsep.join(settings["teacher"])
     return settings
 
 

@@ -33,6 +33,7 @@ from xcyto.data._summary import DatasetSummary, format_summary, summarize
 _LAZY = {name: "xcyto.data._transforms" for name in (
     "CellTorchDataset", "CellTransform", "PREPROCESSING", "eval_transform", "preprocess", "train_transform",
     "IMAGENET_MEAN", "IMAGENET_STD", "background_colour", "fit_box")}
+_LAZY.update({name: "xcyto.data._views" for name in ("NUCLEUS_VIEW_SCALE", "VIEWS", "view_box")})
 _LAZY.update({name: "xcyto.data._synthetic" for name in ("generate_cell", "make_dataset", "write_sipakmed_layout")})
 
 __all__ = [

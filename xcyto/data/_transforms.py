@@ -6,9 +6,10 @@ colour changes touch the image only. Padding and rotation corners are filled wit
 the image's own background colour (median of its border), not black, so the model
 cannot learn "black corner = augmented".
 
-Order: optional denoising/contrast preprocessing on the full-resolution uint8 image,
-resize (padding to square by default, so cells keep their shape), augmentation at
-the final size (cheaper), then float32 and normalisation with the model's mean/std.
+Order: the view (the whole crop, or the square around its nucleus: :mod:`xcyto.data._views`),
+optional denoising/contrast preprocessing on the full-resolution uint8 image, resize (padding
+to square by default, so cells keep their shape), augmentation at the final size (cheaper),
+then float32 and normalisation with the model's mean/std.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from torchvision.transforms.v2 import functional as F
 
 from xcyto.data._io import to_rgb_uint8
 from xcyto.data._records import MASK_NAMES, CellDataset, CellSample
+from xcyto.data._views import check_view, view_box
 from xcyto.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,13 +118,19 @@ class CellTransform:
     rotation_degrees: float = 0.0
     quarter_turns: bool = False
     photometric: Callable | None = None
+    view: str = "cell"
 
     def __call__(self, image, masks=None):
         image = image if _is_rgb_uint8(image) else to_rgb_uint8(image)
+        masks = None if masks is None else _mask_tensor(masks, image.shape[:2])
+        if self.view != "cell":
+            left, top, width, height = view_box(image, self.view)
+            image = image[top:top + height, left:left + width]
+            masks = None if masks is None else masks[:, top:top + height, left:left + width]
         image = preprocess(image, self.preprocessing)
         fill = list(background_colour(image))
-        pixels = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
-        mask_stack = None if masks is None else tv_tensors.Mask(_mask_tensor(masks, image.shape[:2]))
+        pixels = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        mask_stack = None if masks is None else tv_tensors.Mask(masks.contiguous())
         pixels, mask_stack = self._fit(pixels, mask_stack, fill)
         pixels, mask_stack = self._move(pixels, mask_stack, fill)
         if self.photometric is not None:
@@ -190,13 +198,14 @@ ROTATIONS = ("any_angle", "dihedral", "none")
 def train_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     preprocessing: str = "none", pad_to_square: bool = True, flips: bool = True,
                     rotation: str = "any_angle", color_jitter: float = 0.15, hue_jitter: float = 0.0,
-                    stain_jitter: float = 0.05, blur_probability: float = 0.2) -> CellTransform:
+                    stain_jitter: float = 0.05, blur_probability: float = 0.2, view: str = "cell") -> CellTransform:
     """Augmenting transform: h/v flips, rotation, colour and stain jitter, mild blur.
 
     Cells have no canonical orientation, so rotations and flips are label-preserving.
     ``rotation``: ``"any_angle"`` (bilinear, corners filled with the background colour),
     ``"dihedral"`` (quarter turns: with the flips, the 8 symmetries of the square, exact)
-    or ``"none"``. ``stain_jitter``: sigma of the HED stain rescaling.
+    or ``"none"``. ``stain_jitter``: sigma of the HED stain rescaling. ``view``: the whole crop
+    (``"cell"``) or the square around its nucleus (``"nucleus"``).
     Hue jitter is off by default: stain jitter already shifts hues, and torchvision's
     HSV round trip costs ~10 ms per 224 px cell (the rest of the pipeline ~5 ms).
     """
@@ -210,14 +219,16 @@ def train_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, s
     return CellTransform(size=_check_size(size), mean=_check_stats(mean, "mean"), std=_check_stats(std, "std"),
                          preprocessing=_check_preprocessing(preprocessing), pad_to_square=pad_to_square,
                          flips=flips, rotation_degrees=180.0 if rotation == "any_angle" else 0.0,
-                         quarter_turns=rotation == "dihedral", photometric=v2.Compose(photometric))
+                         quarter_turns=rotation == "dihedral", photometric=v2.Compose(photometric),
+                         view=check_view(view))
 
 
 def eval_transform(size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                   preprocessing: str = "none", pad_to_square: bool = True) -> CellTransform:
-    """Deterministic transform for validation, test and explanation: preprocess, fit, normalise."""
+                   preprocessing: str = "none", pad_to_square: bool = True, view: str = "cell") -> CellTransform:
+    """Deterministic transform for validation, test and explanation: view, preprocess, fit, normalise."""
     return CellTransform(size=_check_size(size), mean=_check_stats(mean, "mean"), std=_check_stats(std, "std"),
-                         preprocessing=_check_preprocessing(preprocessing), pad_to_square=pad_to_square)
+                         preprocessing=_check_preprocessing(preprocessing), pad_to_square=pad_to_square,
+                         view=check_view(view))
 
 
 class CellTorchDataset(Dataset):

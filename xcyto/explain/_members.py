@@ -44,6 +44,10 @@ def explain_ensemble(image, bundle: EnsembleBundle, methods, target=None, neighb
     Each member's own explanation stays in ``explanation.members``; ``tta`` applies to the
     ensemble's probabilities and the members' (default: each member's own choice).
     """
+    read = sorted({member.config.get("view", "cell") for member in bundle.members})
+    if len(read) > 1:  # the maps would be averaged across frames that do not line up
+        raise XcytoError(f"the ensemble's members read different views of a crop ({', '.join(read)}), so their "
+                         "maps cannot be combined; explain each member bundle on its own")
     arrays, names, single = load_images(image)
     probabilities, embeddings = _forward(bundle, arrays, batch_size, tta)
     targets = resolve_target(target, bundle.classes, len(arrays))

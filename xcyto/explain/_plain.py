@@ -10,6 +10,7 @@ import torch
 
 from xcyto import __version__
 from xcyto.bundle import Bundle
+from xcyto.data import view_box
 from xcyto.errors import XcytoError
 from xcyto.explain._batched import display_maps, explain_batch
 from xcyto.explain._inputs import load_images, resolve_target
@@ -112,6 +113,7 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
     }
     recorded = _recorded_checks(bundle, results[0].settings)
     padded = bool(bundle.config.get("pad_to_square", True))
+    view = bundle.config.get("view", "cell")
     sets, screen = bundle.prediction_sets, bundle.screen
     in_set = sets.predict(np.asarray(probabilities, dtype=np.float64)) if sets is not None else None
     if sets is not None:
@@ -132,7 +134,7 @@ def explain_bundle(image, bundle: Bundle, methods, target=None, neighbours: int 
                 scale=float(scale[index]), signed=method.signed, normalise=normalise,
                 settings=dict(results[0].settings[method.name]),
                 info={**{key: float(values[index]) for key, values in info.items()}, **recorded.get(method.name, {})},
-                frame=(*arrays[index].shape[:2], padded))
+                frame=(*arrays[index].shape[:2], padded, view_box(arrays[index], view)))
         target_index = int(chosen[index])
         predicted_index = int(probabilities[index].argmax())
         settings = dict(common, target_requested=targets is not None)

@@ -37,11 +37,14 @@ class Heatmap:
     normalise: str
     settings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
-    frame: tuple[int, int, bool] | None = None  # the image as given: height, width, padded to square?
+    # the image as given: height, width, padded to square?, and the box the model read of it
+    # (left, top, width, height: the whole image, or its nucleus view)
+    frame: tuple | None = None
 
     def on_image(self, values: str = "display") -> np.ndarray:
-        """The map over the image as it was given: the padding cut off and resized to its
-        height x width (bilinear). ``values``: ``"display"`` or ``"raw"``."""
+        """The map over the image as it was given: the padding cut off, resized to the part
+        of the image the model read and put back in place (zero elsewhere). ``values``:
+        ``"display"`` or ``"raw"``."""
         import cv2
 
         from xcyto.data import fit_box
@@ -49,10 +52,16 @@ class Heatmap:
         chosen = {"display": self.display, "raw": self.raw}[values]
         if self.frame is None:
             return chosen
-        height, width, padded = self.frame
-        left, top, box_width, box_height = fit_box(height, width, chosen.shape[0], padded)
-        inside = np.ascontiguousarray(chosen[top:top + box_height, left:left + box_width], dtype=np.float32)
-        return cv2.resize(inside, (width, height), interpolation=cv2.INTER_LINEAR)
+        height, width, padded = self.frame[:3]
+        box_left, box_top, box_width, box_height = self.frame[3] if len(self.frame) > 3 else (0, 0, width, height)
+        left, top, inside_width, inside_height = fit_box(box_height, box_width, chosen.shape[0], padded)
+        inside = np.ascontiguousarray(chosen[top:top + inside_height, left:left + inside_width], dtype=np.float32)
+        inside = cv2.resize(inside, (box_width, box_height), interpolation=cv2.INTER_LINEAR)
+        if (box_width, box_height) == (width, height):
+            return inside
+        whole = np.zeros((height, width), dtype=np.float32)
+        whole[box_top:box_top + box_height, box_left:box_left + box_width] = inside
+        return whole
 
     def check_parts(self) -> tuple[bool | None, list[tuple[str, str]]]:
         """``(passed, [(sentence, label), ...])``: the checks that travel with this map, each

@@ -1,5 +1,5 @@
 """Training: ``xcyto.train`` and what it stands on: the settings, the split of the cells, the
-metrics, the choice of class balance, the grade-aware loss, evaluation and prediction of a trained bundle, and the
+metrics, the choice of class balance, the grade-aware loss, distillation, evaluation and prediction of a trained bundle, and the
 cross-validated comparison of models.
 
 >>> result = train(TrainConfig(data="../shared/data/herlev", out="runs/herlev"))   # = xcyto.train
@@ -8,7 +8,7 @@ cross-validated comparison of models.
 
 Calibration of the probabilities lives in :mod:`xcyto.calibration`.
 """
-from xcyto.training._config import BALANCE, ROTATIONS, SCHEDULES, TTA_MODES, TrainConfig
+from xcyto.training._config import BALANCE, ROTATIONS, SCHEDULES, TTA_MODES, VIEWS, TrainConfig
 
 #: Imported on first use: all of these pull in torch, and the command line's argument parser
 #: needs only the settings.
@@ -24,7 +24,7 @@ _LAZY = {
     "GradeAwareLoss": "_losses", "grade_costs": "_losses",
 }
 
-__all__ = ["BALANCE", "ROTATIONS", "SCHEDULES", "TTA_MODES", "TrainConfig", *_LAZY]
+__all__ = ["BALANCE", "ROTATIONS", "SCHEDULES", "TTA_MODES", "VIEWS", "TrainConfig", *_LAZY]
 
 
 def __getattr__(name: str):

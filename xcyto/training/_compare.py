@@ -178,6 +178,8 @@ def compare(data: str, models, out, folds: int = 5, seed: int = 0, scheme: str |
         for entry in entries:
             config = replace(base, model=entry.architecture, out=str(out / entry.label / f"fold-{k}"),
                              split_manifest=str(manifest), **entry.overrides)
+            if config.teacher:  # the fold's own teachers: {fold} in their paths
+                config = replace(config, teacher=config.teacher.replace("{fold}", str(k)))
             _run(config, f"{entry.label}, fold {k + 1}/{folds}")
             if config.fuse and config.gallery:
                 _fused_fold(out, entry.label, k, dataset)

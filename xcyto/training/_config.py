@@ -10,6 +10,7 @@ ROTATIONS = ("any_angle", "dihedral", "none")
 TTA_MODES = ("auto", "on", "off")
 BALANCE = ("auto", "none", "loss", "sampler")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+VIEWS = ("cell", "nucleus")  # xcyto.data's views of a crop
 
 
 @dataclass
@@ -25,6 +26,9 @@ class TrainConfig:
     image_size: int | None = None  # None: from the training cells' median size (see training.data)
     pad_to_square: bool = True
     preprocessing: str = "none"
+    # What of each crop the network reads: the whole crop, or the square around its segmented
+    # nucleus (three nucleus diameters a side), at the same input size (see xcyto.data._views).
+    view: str = "cell"
     epochs: int = 12  # the recipe search's length; 24 did worse on validation, 15 no better under CV
     batch_size: int = 16  # the recipe search (docs/recipe_search.md) ran at 16
     lr: float = 1e-3
@@ -37,6 +41,12 @@ class TrainConfig:
     # Weight of the expected grade distance added to the loss (grade-aware training: a far miss
     # costs more than a near one; see training.GradeAwareLoss); 0: plain cross-entropy.
     grade_loss: float = 0.0
+    # Distillation (see training._distill): bundles or run folders whose mean probability of each
+    # training cell the network also learns from (several joined by os.pathsep, ':' on POSIX);
+    # the share of the loss that follows them, and the temperature that softens them.
+    teacher: str | None = None
+    distill: float = 0.5
+    distill_temperature: float = 2.0
     balance: str = "auto"  # chosen on the validation cells (see training.balance)
     rotation: str = "any_angle"  # training augmentation: any angle, the 8 dihedral views, or none
     stain_jitter: float = 0.05  # sigma of the HED stain rescaling
@@ -87,10 +97,18 @@ class TrainConfig:
             problems.append(f"balance must be one of {BALANCE} (got {self.balance!r})")
         if self.rotation not in ROTATIONS:
             problems.append(f"rotation must be one of {ROTATIONS} (got {self.rotation!r})")
+        if self.view not in VIEWS:
+            problems.append(f"view must be one of {VIEWS} (got {self.view!r})")
         if self.tta not in TTA_MODES:
             problems.append(f"tta must be one of {TTA_MODES} (got {self.tta!r})")
         if min(self.mixup, self.cutmix, self.stain_jitter, self.grade_loss) < 0:
             problems.append("mixup, cutmix, stain_jitter and grade_loss must be >= 0")
+        if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:
+            problems.append(f"distill must be in [0, 1] and distill_temperature > 0 "
+                            f"(got {self.distill}, {self.distill_temperature})")
+        if self.teacher and (self.mixup > 0 or self.cutmix > 0):
+            problems.append("distillation (teacher) does not combine with MixUp or CutMix: the teacher reads "
+                            "whole cells, not mixed ones")
         if not 0 <= self.ema < 1:
             problems.append(f"ema must be in [0, 1) (got {self.ema})")
         if self.amp not in AMP_MODES:

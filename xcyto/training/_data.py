@@ -68,7 +68,8 @@ class RunData:
         spec = get_spec(self.config.model)
         transform = train_transform(self.image_size, mean=spec.mean, std=spec.std,
                                     preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square,
-                                    rotation=self.config.rotation, stain_jitter=self.config.stain_jitter)
+                                    rotation=self.config.rotation, stain_jitter=self.config.stain_jitter,
+                                    view=self.config.view)
         return CellTorchDataset(self.train_dataset, transform)
 
     def _loader(self, indices: np.ndarray, device) -> DataLoader | None:
@@ -76,7 +77,8 @@ class RunData:
             return None
         spec = get_spec(self.config.model)
         transform = eval_transform(self.image_size, mean=spec.mean, std=spec.std,
-                                   preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square)
+                                   preprocessing=self.config.preprocessing, pad_to_square=self.config.pad_to_square,
+                                   view=self.config.view)
         return DataLoader(CellTorchDataset(self.dataset.subset(indices), transform),
                           batch_size=max(64, self.config.batch_size), pin_memory=device.type == "cuda")
 

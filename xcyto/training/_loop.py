@@ -37,6 +37,7 @@ from xcyto.training._checkpoint import load_checkpoint, save_atomic
 from xcyto.training._config import TrainConfig
 from xcyto.training._data import SPLIT_FILE, RunData, prepare_data
 from xcyto.training._distributed import DistContext, init_distributed, pick_device, shutdown_distributed
+from xcyto.training._distill import DistillationLoss, Positions, teacher_probabilities, teacher_split
 from xcyto.training._losses import GradeAwareLoss, grade_costs
 from xcyto.calibration import choose_calibration
 from xcyto.training._balance import choose_prior_adjustment, choose_training, worth_weighting
@@ -119,6 +120,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **settings) -
         saved_config.device = config.device
         config = saved_config
     config.validate()
+    if config.teacher and not config.split_manifest:  # the student learns on the teacher's split
+        config = replace(config, split_manifest=str(teacher_split(config.teacher)))
     device_type = "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     context = init_distributed(device_type if config.device != "cpu" else "cpu")
     try:
@@ -191,6 +194,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     if context.is_main:
         for note in data.notes:
             print(f"from the data: {note}")
+    teacher = (teacher_probabilities(config.teacher, data, run_dir, device, write=context.is_main)
+               if config.teacher else None)
     context.barrier()
     seed_everything(config.seed)  # the data checks may have drawn from the generator (loading the segmenter)
     model = create(config.model, num_classes=len(data.classes), weights=config.weights, head=config.head)
@@ -199,7 +204,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
         model = model.to(memory_format=torch.channels_last)
     autocast_dtype, needs_scaler = amp_settings(config, device)
 
-    train_loader = _train_loader(config, data, device, context)
+    train_loader = _train_loader(config, data, device, context, positions=teacher is not None)
     steps_per_epoch = len(train_loader) if config.max_steps_per_epoch is None else min(len(train_loader), config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
     backbone_params = list(model.backbone.parameters())
@@ -216,6 +221,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, context: DistContex
     criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, device), label_smoothing=config.label_smoothing)
     if config.grade_loss > 0:
         criterion = GradeAwareLoss(criterion, grade_costs(data.classes), config.grade_loss).to(device)
+    if teacher is not None:  # the loader yields each cell's position; the loss looks up label and teacher
+        criterion = DistillationLoss(criterion, data.train_labels, teacher, config.distill,
+                                     config.distill_temperature).to(device)
     mixer = _mixer(config, len(data.classes))
     averaged = None
     if config.ema > 0:  # validated, saved and shipped in place of the raw weights
@@ -359,6 +367,7 @@ def _finish(config, run_dir, model, data: RunData, state, device, autocast_dtype
         "std": list(spec.std),
         "pad_to_square": config.pad_to_square,
         "preprocessing": config.preprocessing,
+        "view": config.view,
         "temperature": calibration.temperature,
         "calibration": calibration.to_dict(),
         "tta": tta,
@@ -483,13 +492,17 @@ def _class_weights(config: TrainConfig, data: RunData, device) -> torch.Tensor |
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def _train_loader(config: TrainConfig, data: RunData, device, context: DistContext) -> DataLoader:
+def _train_loader(config: TrainConfig, data: RunData, device, context: DistContext,
+                  positions: bool = False) -> DataLoader:
+    """The training cells, shuffled or sampled; with ``positions`` each yields its position in
+    place of its label (for :class:`DistillationLoss`)."""
+    cells = Positions(data.train_torch) if positions else data.train_torch
     generator = torch.Generator().manual_seed(config.seed)
     sampler = None
     if context.enabled:
         if data.balance == "sampler":
             raise TrainingError("balance='sampler' is not supported with several processes; use balance='loss'")
-        sampler = torch.utils.data.DistributedSampler(data.train_torch, num_replicas=context.world_size,
+        sampler = torch.utils.data.DistributedSampler(cells, num_replicas=context.world_size,
                                                       rank=context.rank, shuffle=True, seed=config.seed)
     elif data.balance == "sampler":
         counts = np.bincount(data.train_labels, minlength=len(data.classes))
@@ -497,9 +510,9 @@ def _train_loader(config: TrainConfig, data: RunData, device, context: DistConte
         sampler = torch.utils.data.WeightedRandomSampler(sample_weights, len(sample_weights), generator=generator)
     workers = config.num_workers if config.num_workers is not None else default_workers(device)
     return DataLoader(
-        data.train_torch, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        cells, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
         generator=generator, num_workers=workers, pin_memory=device.type == "cuda",
-        drop_last=len(data.train_torch) > config.batch_size * context.world_size,
+        drop_last=len(cells) > config.batch_size * context.world_size,
         persistent_workers=workers > 0,
     )
 
