@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import xcyto
 from xcyto.card import render_card
 from xcyto.errors import TrainingError
-from xcyto.training._distill import TEACHER_FILE, DistillationLoss
+from xcyto.training import DistillationLoss
+from xcyto.training._distill import TEACHER_FILE
 from tests.tiny import PAIR_DATA, tiny_pair
 
 STUDENT = dict(data=PAIR_DATA, model="small_cnn", image_size=32, epochs=2, batch_size=16, lr=3e-3,

@@ -1,6 +1,6 @@
 """Training: ``xcyto.train`` and what it stands on: the settings, the split of the cells, the
-metrics, the choice of class balance, the grade-aware loss, distillation, evaluation and prediction of a trained bundle, and the
-cross-validated comparison of models.
+metrics, the choice of class balance, the grade-aware and distillation losses, evaluation and
+prediction of a trained bundle, and the cross-validated comparison of models.
 
 >>> result = train(TrainConfig(data="../shared/data/herlev", out="runs/herlev"))   # = xcyto.train
 >>> evaluate_bundle(xcyto.load("runs/herlev/bundle"), test_cells)                # metrics on any cells
@@ -22,6 +22,7 @@ _LAZY = {
     "compare": "_compare",
     "fuse_bundle": "_fuse", "fuse_command": "_fuse",
     "GradeAwareLoss": "_losses", "grade_costs": "_losses",
+    "DistillationLoss": "_distill",
 }
 
 __all__ = ["BALANCE", "ROTATIONS", "SCHEDULES", "TTA_MODES", "VIEWS", "TrainConfig", *_LAZY]
