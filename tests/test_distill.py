@@ -16,7 +16,13 @@ from xcyto.training._distill import TEACHER_FILE
 from tests.tiny import PAIR_DATA, tiny_pair
 
 STUDENT = dict(data=PAIR_DATA, model="small_cnn", image_size=32, epochs=2, batch_size=16, lr=3e-3,
-               backbone_lr_mult=1.0, num_workers=0, seed=0, gallery=False)
+               backbone_lr_mult=1.0, num_workers=0, seed=0, gallery=False, fuse=False, tta="off")
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """The ensemble tests' tiny pair (made once per session, read-only here)."""
+    return tiny_pair(tmp_path_factory.getbasetemp() / "tiny-pair")
 
 
 def test_the_loss_mixes_the_label_and_the_softened_teacher():
@@ -40,8 +46,7 @@ def test_the_loss_mixes_the_label_and_the_softened_teacher():
     assert only_teacher(logits, positions).item() > 0.01
 
 
-def test_a_student_learns_from_two_teachers_on_their_split(tmp_path_factory):
-    teachers = tiny_pair(tmp_path_factory.mktemp("teachers"))
+def test_a_student_learns_from_two_teachers_on_their_split(teachers, tmp_path_factory):
     out = tmp_path_factory.mktemp("student")
     result = xcyto.train(**STUDENT, teacher=os.pathsep.join(str(path.parent) for path in teachers),
                          distill=0.5, out=str(out))
@@ -63,8 +68,8 @@ def _training_cells(run_dir):
     return dataset.subset(load_split_manifest(run_dir / "split.csv", dataset).train).samples
 
 
-def test_a_teacher_from_another_split_or_with_mixup_is_refused(tmp_path_factory):
-    teacher = tiny_pair(tmp_path_factory.mktemp("teachers"))[0]
+def test_a_teacher_from_another_split_or_with_mixup_is_refused(teachers, tmp_path_factory):
+    teacher = teachers[0]
     rows = (teacher / "split.csv").read_text().splitlines()
     moved = [rows[0]] + [row.replace(",test", ",train") if row.endswith(",test") else
                          row.replace(",train", ",test") if row.endswith(",train") else row for row in rows[1:]]
@@ -83,7 +88,8 @@ def test_compare_gives_each_fold_its_own_teacher(tmp_path):
     from xcyto.training import compare
 
     settings = dict(folds=2, ensemble=False, val_fraction=0.4, image_size=32, epochs=1, batch_size=16, lr=3e-3,
-                    backbone_lr_mult=1.0, num_workers=0, gallery=False)
+                    backbone_lr_mult=1.0, num_workers=0, gallery=False, fuse=False, tta="off", data_check="off",
+                    exclude="none")
     compare("synthetic:n=80,size=32,seed=0", "small_cnn", out=tmp_path / "teachers", **settings)
     compare("synthetic:n=80,size=32,seed=0", f"small_cnn[teacher={tmp_path / 'teachers'}/small_cnn/fold-{{fold}}]",
             out=tmp_path / "students", **settings)

@@ -71,7 +71,8 @@ def test_an_ensemble_of_two_views_predicts_but_refuses_to_average_their_maps(tmp
     from xcyto.ensemble import make_ensemble
     from xcyto.errors import XcytoError
 
-    settings = {**TINY_SETTINGS, "epochs": 1, "synthetic_n": 60, "gallery": False, "fuse": False}
+    settings = {**TINY_SETTINGS, "epochs": 1, "synthetic_n": 60, "gallery": False, "fuse": False, "tta": "off",
+                "data_check": "off", "exclude": "none"}
     for view in ("cell", "nucleus"):
         xcyto.train(**settings, view=view, out=str(tmp_path / view))
     members = [xcyto.load(tmp_path / view / "bundle") for view in ("cell", "nucleus")]

@@ -129,6 +129,13 @@ class TrainConfig:
             if self.data_check == "off":
                 problems.append("exclude needs the data checks: set data_check to 'auto' or a saved check, "
                                 "or exclude 'none'")
+        from xcyto.errors import XcytoError
+        from xcyto.models import get_spec
+
+        try:  # before any data is read: an unknown architecture should not wait for the data checks
+            get_spec(self.model)
+        except XcytoError as error:
+            problems.append(str(error))
         if self.freeze_epochs < 0 or self.patience < 0:
             problems.append("freeze_epochs and patience must be >= 0")
         if problems:
