@@ -123,10 +123,9 @@ class CellTransform:
     def __call__(self, image, masks=None):
         image = image if _is_rgb_uint8(image) else to_rgb_uint8(image)
         masks = None if masks is None else _mask_tensor(masks, image.shape[:2])
-        if self.view != "cell":
-            left, top, width, height = view_box(image, self.view)
-            image = image[top:top + height, left:left + width]
-            masks = None if masks is None else masks[:, top:top + height, left:left + width]
+        left, top, width, height = view_box(image, self.view)  # the whole image for the cell view
+        image = image[top:top + height, left:left + width]
+        masks = None if masks is None else masks[:, top:top + height, left:left + width]
         image = preprocess(image, self.preprocessing)
         fill = list(background_colour(image))
         pixels = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))

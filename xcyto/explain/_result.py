@@ -52,8 +52,7 @@ class Heatmap:
         chosen = {"display": self.display, "raw": self.raw}[values]
         if self.frame is None:
             return chosen
-        height, width, padded = self.frame[:3]
-        box_left, box_top, box_width, box_height = self.frame[3] if len(self.frame) > 3 else (0, 0, width, height)
+        height, width, padded, (box_left, box_top, box_width, box_height) = self.frame
         left, top, inside_width, inside_height = fit_box(box_height, box_width, chosen.shape[0], padded)
         inside = np.ascontiguousarray(chosen[top:top + inside_height, left:left + inside_width], dtype=np.float32)
         inside = cv2.resize(inside, (box_width, box_height), interpolation=cv2.INTER_LINEAR)
